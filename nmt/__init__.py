@@ -1,0 +1,3 @@
+"""nmt: Transformer translation models with pluggable residual (skip) connections."""
+
+__version__ = "0.1.0"

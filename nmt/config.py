@@ -1,0 +1,199 @@
+"""The training configuration: defaults < YAML preset (``--config``) < command-line flags.
+
+``TrainConfig`` is the single source of truth: every field is a flag (``lam`` is ``--lambda``), its
+help text is the field's ``help`` metadata, and a YAML preset may set any field by name. The resolved
+configuration is saved in the run directory as ``config.yaml``; ``--resume`` reads it back.
+
+The defaults are a quick CPU run on the embedded toy corpus (the README's first command). Paper-scale
+settings live in ``configs/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _opt(default: Any, help: str, **extra) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    # --- data
+    data: str = _opt("toy", "'toy' (the embedded generated corpus) or a folder with train/valid/test.{src,tgt}")
+    src: str | None = _opt(None, "source language code (file suffix); inferred when the folder has en and one other")
+    tgt: str | None = _opt(None, "target language code (file suffix)")
+    vocab_size: int = _opt(2000, "joint SentencePiece vocabulary size (an upper bound on small corpora)")
+    spm_type: str = _opt("unigram", "SentencePiece model type: unigram or bpe", choices=["unigram", "bpe"])
+    spm_sample: int = _opt(2_000_000, "at most this many sentences sampled to train SentencePiece")
+    max_len: int = _opt(256, "training pairs longer than this many tokens (either side) are dropped")
+    # --- model
+    arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), small (6+6, d 256), base or big (Vaswani et al.)",
+                     choices=["tiny", "small", "base", "big"])
+    skip: str = _opt("post_ln", "residual variant: skip, post_ln, pre_ln, xskip, xskip_ln, rskip_ln, "
+                     "or package.module:ClassName")
+    lam: float = _opt(1.0, "λ of the residual variant (xskip, xskip_ln: > 0; rskip_ln: integer ≥ 1)", flag="--lambda")
+    dropout: float | None = _opt(None, "residual and embedding dropout (default: the preset's)")
+    attention_dropout: float = _opt(0.0, "dropout on attention weights")
+    activation_dropout: float = _opt(0.0, "dropout after the feed-forward ReLU")
+    # --- optimisation
+    lr: float = _opt(2e-3, "peak learning rate, reached at the end of warm-up")
+    warmup: int = _opt(200, "linear warm-up steps; then lr·√(warmup/step) (inverse square root)")
+    adam_betas: list[float] = _opt((0.9, 0.98), "Adam β₁ β₂", nargs=2)
+    adam_eps: float = _opt(1e-9, "Adam ε")
+    weight_decay: float = _opt(0.0, "L2 weight decay (Adam's, not decoupled)")
+    clip_norm: float = _opt(0.0, "clip the gradient norm to this value (0: no clipping)")
+    label_smoothing: float = _opt(0.1, "label smoothing ε of the cross-entropy loss")
+    max_tokens: int = _opt(4096, "a batch's padded size bound: max(source, target length) × sentences")
+    accumulate: int = _opt(1, "gradient accumulation: batches per update")
+    max_steps: int = _opt(1000, "stop after this many updates (-1: no limit)")
+    max_epochs: int | None = _opt(None, "stop after this many epochs (default: no limit)")
+    # --- validation, decoding and logging
+    val_every: int = _opt(500, "validate (loss and greedy BLEU) every N batches (0: once per epoch)")
+    max_len_a: float = _opt(1.2, "decode at most a·source_length + b tokens: a")
+    max_len_b: int = _opt(10, "decode at most a·source_length + b tokens: b")
+    log_every: int = _opt(50, "log training metrics every N updates")
+    save_every: int = _opt(0, "also write last.ckpt every N updates (0: at each validation and epoch end)")
+    # --- run
+    seed: int = _opt(1, "random seed (model initialisation, dropout, batch order)")
+    run_dir: str | None = _opt(None, "run directory (default: runs/<data>-<arch>-<skip>[-lambda]-seed<seed>)")
+    devices: int = _opt(1, "number of devices (processes)")
+    accelerator: str = _opt("auto", "cpu, gpu or auto", choices=["cpu", "gpu", "auto"])
+    precision: str | None = _opt(None, "32, bf16-mixed or 16-mixed (default: bf16-mixed on GPU, 32 on CPU)",
+                                 choices=["32", "32-true", "bf16-mixed", "16-mixed"])
+    num_workers: int = _opt(0, "background data-loading processes")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(d["adam_betas"])
+        return d
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "val_every", "num_workers"}
+"""Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
+
+
+class ConfigError(Exception):
+    """A bad preset or flag combination; the message names the file or the flag."""
+
+
+def flag_name(name: str) -> str:
+    return FIELDS[name].metadata.get("flag", "--" + name.replace("_", "-"))
+
+
+def _scalar_type(f: dataclasses.Field) -> type:
+    text = str(f.type)
+    for name, kind in (("float", float), ("int", int)):
+        if text.startswith(name) or text.startswith(f"list[{name}]"):
+            return kind
+    return str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a Transformer translation model with a pluggable residual (skip) connection. "
+        "Flags override the --config preset, which overrides the defaults shown here.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", help="YAML preset (e.g. configs/multi30k.yaml)")
+    parser.add_argument(
+        "--resume", nargs="?", const="last",
+        help="continue the run in --run-dir: 'last' (its newest checkpoint) or a checkpoint path",
+    )
+    for f in dataclasses.fields(TrainConfig):
+        extra = {k: v for k, v in f.metadata.items() if k in ("choices", "nargs")}
+        default = f.default
+        parser.add_argument(
+            flag_name(f.name), dest=f.name, type=_scalar_type(f), help=f"{f.metadata['help']} (default: {default})",
+            **extra,
+        )
+    return parser
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    aliases = {"lambda": "lam"}
+    values = {aliases.get(k, k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return values
+
+
+def make_config(values: dict, origin: str = "config") -> TrainConfig:
+    """A TrainConfig from a mapping, with types checked and converted (ints accepted for floats)."""
+    out = {}
+    for name, value in values.items():
+        kind = _scalar_type(FIELDS[name])
+        if value is None or isinstance(value, (list, tuple)):
+            out[name] = list(value) if isinstance(value, tuple) else value
+            continue
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+        elif kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif kind is str and isinstance(value, (int, float)):
+            value = str(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{origin}: {name} must be {kind.__name__}, got {value!r}")
+        out[name] = value
+    return TrainConfig(**out)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict, argparse.Namespace]:
+    """Parse flags: the resolved config, the fields the user set explicitly, and the raw namespace."""
+    args = build_parser().parse_args(argv)
+    values: dict = {}
+    if getattr(args, "config", None):
+        values.update(load_yaml(args.config))
+    flags = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+    values.update(flags)
+    return make_config(values, origin=getattr(args, "config", None) or "flags"), {**values}, args
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def read_saved_config(path: Path) -> TrainConfig:
+    return make_config(load_yaml(path), origin=str(path))
+
+
+def merge_for_resume(saved: TrainConfig, explicit: dict) -> TrainConfig:
+    """The saved run's config with the explicitly given values that may change on resume.
+
+    Raises ConfigError naming every other explicitly given value that differs from the saved run.
+    """
+    saved_dict = saved.to_dict()
+    differs = {}
+    for name, value in explicit.items():
+        if name in ("run_dir",):
+            continue
+        new = make_config({name: value}).to_dict()[name]
+        if new != saved_dict[name] and name not in RESUMABLE:
+            differs[name] = (saved_dict[name], new)
+    if differs:
+        detail = "; ".join(f"{flag_name(k)}: run has {a!r}, asked {b!r}" for k, (a, b) in differs.items())
+        raise ConfigError(f"--resume cannot change what is trained ({detail}); start a new --run-dir instead")
+    allowed = {k: v for k, v in explicit.items() if k in RESUMABLE}
+    return make_config({**saved_dict, **allowed})

@@ -1,0 +1,218 @@
+"""Training and validation of a ``nmt.model.Transformer`` as a LightningModule.
+
+- Loss: label-smoothed cross-entropy (Szegedy et al. 2016; ε = 0.1 in Vaswani et al.), padding
+  ignored, summed over the batch and divided by its number of target tokens. Perplexity is
+  exp(NLL per token) of the *unsmoothed* negative log-likelihood, never of the smoothed loss.
+- Optimiser: Adam (β 0.9, 0.98, ε 1e-9) with an explicit peak learning rate, linear warm-up, then
+  inverse square-root decay: lr(step) = peak · min(step / warmup, √(warmup / step)). For the paper's
+  d_model^-½ · warmup^-½ schedule set the peak to that value (7.0e-4 for base with 4,000 warm-up steps).
+- Logged every ``log_every`` updates: loss, NLL, perplexity, learning rate, gradient norm (before
+  clipping) and non-padding target tokens per second. Validation: loss, perplexity and the BLEU of
+  cached greedy decoding (sacreBLEU on detokenized output against the raw references).
+- Under data parallelism each rank decodes its share; hypotheses are gathered with their sentence
+  numbers, duplicates from sampler padding dropped, and BLEU computed once on the whole set.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import sacrebleu
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decode import greedy_decode
+from nmt.model import ModelConfig, Transformer
+from nmt.progress import format_row
+
+
+def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Summed label-smoothed loss and summed NLL over the non-padding positions of ``target``.
+
+    loss = (1 − ε)·(−log p(y)) + ε·mean_v(−log p(v)): the target distribution puts 1 − ε on the
+    reference token and spreads ε uniformly over the vocabulary.
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    keep = target != pad_id
+    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.mean(dim=-1)
+    nll_sum = nll[keep].sum()
+    loss = (1.0 - epsilon) * nll_sum + epsilon * smooth[keep].sum()
+    return loss, nll_sum
+
+
+def inverse_sqrt_schedule(warmup: int):
+    """Multiplier of the peak learning rate at optimizer step ``s`` (0-based)."""
+
+    def factor(step: int) -> float:
+        s = step + 1
+        return min(s / warmup, math.sqrt(warmup / s)) if warmup > 0 else 1.0 / math.sqrt(s)
+
+    return factor
+
+
+class TranslationModule(L.LightningModule):
+    """A Transformer with its loss, optimiser, schedule and validation.
+
+    ``model`` is a ``ModelConfig`` as a dict; ``optim`` holds lr, warmup, adam_betas, adam_eps,
+    weight_decay and label_smoothing; ``decoding`` holds max_len_a and max_len_b; ``log_every`` is
+    how often training metrics are computed and logged.
+    """
+
+    def __init__(self, model: dict, optim: dict, decoding: dict, log_every: int = 25):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = Transformer(ModelConfig(**model))
+        self.optim, self.decoding, self.log_every = optim, decoding, log_every
+        self._eval_hyps: list[tuple[int, list[int]]] = []
+        self._eval_sums: Tensor | None = None
+        self._tokens_since_log = 0
+        self._update_tokens = 0
+        self._pending: dict = {}
+        self._last_step = 0
+        self._time_of_log: float | None = None
+        self.echo = None  # a print function: one line per validation, and per training row if echo_training
+        self.echo_training = True
+        self.test_result: dict | None = None
+
+    # ------------------------------------------------------------------ training
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        return self.model(src, tgt_in)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        logits = self.model(batch["src"], batch["tgt_in"])
+        loss_sum, nll_sum = label_smoothed_nll(logits, batch["tgt_out"], self.optim["label_smoothing"], PAD_ID)
+        ntokens = batch["ntokens"]
+        loss = loss_sum / ntokens
+        self._tokens_since_log += ntokens
+        self._update_tokens += ntokens
+        if self._logging_this_update():
+            self._pending = {
+                "train/loss": loss.detach(),
+                "train/nll": nll_sum.detach() / ntokens,
+                "train/lr": self.lr_schedulers().get_last_lr()[0],
+            }
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        return loss
+
+    def _logging_this_update(self) -> bool:
+        """True while computing an update that completes a logging interval (update log_every, 2·log_every, …)."""
+        return (self.trainer.global_step + 1) % self.log_every == 0
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._logging_this_update():
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            self._pending["train/grad_norm"] = torch.nn.utils.get_total_norm(grads)
+
+    def on_train_start(self) -> None:
+        self._last_step = self.trainer.global_step
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        step = self.trainer.global_step
+        if step == self._last_step:  # accumulating gradients: no update made yet
+            return
+        self._last_step = step
+        tokens, self._update_tokens = self._update_tokens, 0
+        if step % self.log_every or not self._pending:
+            return
+        now = time.perf_counter()
+        row = {k: float(v) for k, v in self._pending.items()}  # the only host synchronisation, once per interval
+        row["train/ppl"] = math.exp(min(row["train/nll"], 100.0))
+        row["train/tgt_tokens"] = float(tokens)
+        row["epoch"] = float(self.current_epoch)
+        if self._time_of_log is not None:
+            row["train/tok_per_s"] = self._tokens_since_log / (now - self._time_of_log)
+        self._time_of_log, self._tokens_since_log, self._pending = now, 0, {}
+        self.report(row, step)
+
+    def report(self, row: dict, step: int) -> None:
+        """Write one row of metrics, labelled with the number of updates done, to every logger."""
+        for logger in self.loggers:
+            logger.log_metrics(row, step=step)
+            logger.save()
+        if self.echo is not None and (self.echo_training or not any(k.startswith("train/") for k in row)):
+            self.echo(format_row(step, self.trainer.max_steps, self.current_epoch, row))
+
+    def on_train_epoch_start(self) -> None:
+        sampler = getattr(self.trainer.datamodule, "train_sampler", None)
+        if sampler is not None:  # Lightning never calls set_epoch on a batch sampler
+            sampler.set_epoch(self.current_epoch)
+
+    def on_validation_start(self) -> None:
+        self._validation_began = time.perf_counter()
+
+    def on_validation_end(self) -> None:
+        if self._time_of_log is not None:  # tokens/s counts training time only
+            self._time_of_log += time.perf_counter() - self._validation_began
+
+    def configure_optimizers(self):
+        o = self.optim
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=o["lr"], betas=tuple(o["adam_betas"]), eps=o["adam_eps"], weight_decay=o["weight_decay"]
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt_schedule(o["warmup"]))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------ validation and test
+    def _eval_step(self, batch: dict) -> None:
+        logits = self.model(batch["src"], batch["tgt_in"])
+        loss_sum, nll_sum = label_smoothed_nll(logits, batch["tgt_out"], self.optim["label_smoothing"], PAD_ID)
+        sums = torch.stack([loss_sum, nll_sum, torch.tensor(float(batch["ntokens"]), device=loss_sum.device)])
+        self._eval_sums = sums if self._eval_sums is None else self._eval_sums + sums
+        hyps = greedy_decode(self.model, batch["src"], BOS_ID, EOS_ID, self.decoding["max_len_a"], self.decoding["max_len_b"])
+        self._eval_hyps.extend(zip(batch["id"].tolist(), hyps))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def _eval_epoch_end(self, split: str) -> dict:
+        """Reduce the loss over ranks, gather hypotheses, and score the whole split once."""
+        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
+        loss, nll, ntokens = sums.tolist()
+        by_id = dict(_gather(self._eval_hyps))
+        self._eval_hyps, self._eval_sums = [], None
+        data = self.trainer.datamodule
+        ids = sorted(by_id)
+        hyps = data.tokenizer.decode([by_id[i] for i in ids])
+        refs = [data.references(split)[i] for i in ids]
+        bleu = sacrebleu.BLEU()
+        score = bleu.corpus_score(hyps, [refs])
+        return {
+            "loss": loss / ntokens,
+            "ppl": math.exp(min(nll / ntokens, 100.0)),
+            "bleu": score.score,
+            "bleu_signature": str(bleu.get_signature()),
+            "hypotheses": hyps,
+            "sentences": len(ids),
+        }
+
+    def on_validation_epoch_end(self) -> None:
+        if self._eval_sums is None:
+            return
+        result = self._eval_epoch_end("valid")
+        if self.trainer.sanity_checking:
+            return
+        self.log("val/bleu", result["bleu"], prog_bar=True, logger=False)  # for the progress bar and best.ckpt
+        self.report({"val/loss": result["loss"], "val/ppl": result["ppl"], "val/bleu": result["bleu"]},
+                    self.trainer.global_step)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_result = self._eval_epoch_end("test")
+        self.report({"test/loss": self.test_result["loss"], "test/bleu": self.test_result["bleu"]}, self.trainer.global_step)
+
+
+def _gather(items: list) -> list:
+    """Concatenate a list of Python objects over all ranks (every rank gets the whole list)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return items
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]

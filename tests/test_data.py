@@ -1,0 +1,181 @@
+"""Reading corpora, SentencePiece, batching and collation, on files the tests write."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nmt.data.batching import TokenBatchSampler, length_batches
+from nmt.data.corpus import Corpus, DataError, read_lines, resolve_corpus
+from nmt.data.datamodule import EncodedPairs, collate
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, spm_settings, train_or_load
+
+
+def write_corpus(folder: Path, pairs=None, src="en", tgt="de", **override):
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = pairs or [(f"the house number {i} is small .", f"das Haus Nummer {i} ist klein .") for i in range(60)]
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.{src}").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+        (folder / f"{split}.{tgt}").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    for name, content in override.items():
+        (folder / name.replace("_", ".")).write_bytes(content)
+    return folder
+
+
+def test_lines_split_on_newline_only(tmp_path):
+    path = tmp_path / "f.de"
+    path.write_bytes("ein Satz mit \u0085 darin\nzweiter\u2028Satz\r\ndritter\n".encode())
+    assert read_lines(path) == ["ein Satz mit \u0085 darin", "zweiter\u2028Satz", "dritter"]
+
+
+def test_no_final_newline_and_empty_lines_are_kept(tmp_path):
+    path = tmp_path / "f.en"
+    path.write_text("a\n\nb")
+    assert read_lines(path) == ["a", "", "b"]
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "train.en"
+    path.write_bytes(b"good\nstill good\nbad \xff byte\n")
+    with pytest.raises(DataError, match=r"train\.en:3: not valid UTF-8"):
+        read_lines(path)
+
+
+def test_enormous_line_is_refused(tmp_path):
+    path = tmp_path / "train.en"
+    path.write_text("short\n" + "x" * 5000 + "\n")
+    with pytest.raises(DataError, match=r"train\.en:2: line of 5,000 characters"):
+        read_lines(path, max_line_bytes=1000)
+
+
+def test_mismatched_line_counts(tmp_path):
+    folder = write_corpus(tmp_path / "c", train_de=b"nur eine Zeile\n")
+    corpus = resolve_corpus(str(folder), None, None)
+    with pytest.raises(DataError, match=r"train\.en has 60 lines but .*train\.de has 1"):
+        corpus.read_split("train")
+
+
+def test_empty_split(tmp_path):
+    folder = write_corpus(tmp_path / "c", valid_en=b"", valid_de=b"")
+    with pytest.raises(DataError, match=r"valid\.en: the valid split is empty"):
+        resolve_corpus(str(folder), None, None).read_split("valid")
+
+
+def test_missing_files_and_languages(tmp_path):
+    folder = write_corpus(tmp_path / "c")
+    (folder / "test.de").unlink()
+    with pytest.raises(DataError, match=r"missing .*test\.de"):
+        resolve_corpus(str(folder), None, None)
+    with pytest.raises(DataError, match="no such folder"):
+        resolve_corpus(str(tmp_path / "nope"), None, None)
+    with pytest.raises(DataError, match="missing .*train.fr"):
+        resolve_corpus(str(write_corpus(tmp_path / "d")), "fr", "en")
+    with pytest.raises(DataError, match="give both or neither"):
+        resolve_corpus(str(folder), "en", None)
+
+
+def test_language_pair_inferred_with_english_as_source(tmp_path):
+    corpus = resolve_corpus(str(write_corpus(tmp_path / "c", src="vi", tgt="en")), None, None)
+    assert (corpus.src, corpus.tgt) == ("en", "vi")
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    folder = write_corpus(tmp_path_factory.mktemp("spm") / "c", pairs=[
+        (f"Grüße aus Köln, Nummer {i} ({'ÄÖÜß'[i % 4]})", f"greetings from Cologne number {i} – “quoted”") for i in range(300)
+    ])
+    corpus = resolve_corpus(str(folder), "de", "en")
+    files = [corpus.file("train", "de"), corpus.file("train", "en")]
+    hashes = [corpus.hashes()[str(f)] for f in files]
+    settings = spm_settings(600, "unigram", 10_000, seed=1)
+    cache = folder.parent / "cache"
+    messages = []
+    first = train_or_load(files, hashes, cache, settings, log=messages.append)
+    second = train_or_load(files, hashes, cache, settings, log=messages.append)
+    return first, second, messages, cache
+
+
+def test_spm_is_cached_and_deterministic(spm_model, tmp_path):
+    first, second, messages, cache = spm_model
+    assert first == second and "training" in messages[0] and "cached" in messages[1]
+    # retrained from scratch with the same settings: the same model bytes
+    folder = Path(first).parents[3] / "c"
+    files = [folder / "train.de", folder / "train.en"]
+    import hashlib
+
+    hashes = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    again = train_or_load(files, hashes, tmp_path / "other", spm_settings(600, "unigram", 10_000, seed=1), log=lambda m: None)
+    a, b = Tokenizer(again).sp, Tokenizer(first).sp  # the files differ only in the paths they record
+    pieces = lambda sp: [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    assert pieces(a) == pieces(b)
+
+
+def test_spm_roundtrip_has_no_unknown_pieces(spm_model):
+    tok = Tokenizer(spm_model[0])
+    lines = ["Grüße aus Köln, Nummer 7 (Ü)", "a character never seen: 漢字 ☃"]
+    decoded = tok.decode(tok.encode(lines))
+    assert decoded == lines and not any("⁇" in d for d in decoded)
+    assert [tok.sp.pad_id(), tok.sp.unk_id(), tok.sp.bos_id(), tok.sp.eos_id()] == [PAD_ID, 1, BOS_ID, EOS_ID]
+
+
+def test_vocabulary_too_small_for_the_characters(spm_model, tmp_path):
+    folder = Path(spm_model[0]).parents[3] / "c"
+    with pytest.raises(DataError, match="--vocab-size 100 is too small"):
+        train_or_load([folder / "train.de"], ["x"], tmp_path, spm_settings(100, "unigram", 1000, 1), log=lambda m: None)
+    assert not list((tmp_path / "spm").iterdir())  # nothing half-written left in the cache
+
+
+def test_bad_spm_type():
+    with pytest.raises(ValueError, match="unigram' or 'bpe"):
+        spm_settings(100, "word", 10, 1)
+
+
+def test_batches_respect_max_tokens_and_cover_every_sentence():
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 60, 500), rng.integers(1, 60, 500)
+    sampler = TokenBatchSampler(src, tgt, max_tokens=256, shuffle=True, seed=3)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        assert max(max(src[i], tgt[i]) for i in b) * len(b) <= 256
+    # length bucketing keeps padding low: real tokens / padded size
+    real = sum(int(tgt[i]) for b in batches for i in b)
+    padded = sum(max(int(tgt[i]) for i in b) * len(b) for b in batches)
+    assert real / padded > 0.9
+
+
+def test_batch_order_depends_on_seed_and_epoch_only():
+    lens = np.arange(1, 301) % 37 + 1
+    a, b = TokenBatchSampler(lens, lens, 128, seed=1), TokenBatchSampler(lens, lens, 128, seed=1)
+    assert list(a) == list(b)
+    a.set_epoch(1)
+    assert list(a) != list(b) and sorted(map(tuple, a)) == sorted(map(tuple, b))  # same batches, new order
+
+
+def test_ranks_get_disjoint_batches_and_the_same_count():
+    lens = np.arange(1, 104) % 23 + 1
+    ranks = [TokenBatchSampler(lens, lens, 64, seed=0, num_replicas=3, rank=r) for r in range(3)]
+    got = [list(r) for r in ranks]
+    assert len({len(g) for g in got}) == 1 and len(got[0]) == len(ranks[0])
+    seen = [i for g in got for b in g for i in b]
+    assert set(seen) == set(range(103))  # all covered; repeats only from padding the batch count
+
+
+def test_sentence_longer_than_max_tokens():
+    with pytest.raises(ValueError, match="--max-tokens 10 is smaller than one sentence pair"):
+        length_batches(np.array([3, 12]), np.array([3, 4]), 10, np.array([0, 1]))
+
+
+def test_collate_adds_bos_eos_and_pads():
+    data = EncodedPairs([7, 9], [[10, 11, 12], [13]], [[20], [21, 22]])
+    batch = collate([data[0], data[1]])
+    assert batch["id"].tolist() == [7, 9]
+    assert batch["src"].tolist() == [[10, 11, 12, EOS_ID], [13, EOS_ID, PAD_ID, PAD_ID]]
+    assert batch["tgt_in"].tolist() == [[BOS_ID, 20, PAD_ID], [BOS_ID, 21, 22]]
+    assert batch["tgt_out"].tolist() == [[20, EOS_ID, PAD_ID], [21, 22, EOS_ID]]
+    assert batch["ntokens"] == 5
+
+
+def test_corpus_hashes_cover_all_files(tmp_path):
+    corpus = Corpus("c", write_corpus(tmp_path / "c"), "en", "de")
+    assert len(corpus.hashes()) == 6

@@ -1,0 +1,147 @@
+"""The Transformer: masking, positions, the key/value cache, and that it can learn."""
+
+import math
+
+import pytest
+import torch
+
+from nmt.decode import greedy_decode
+from nmt.lit import label_smoothed_nll
+from nmt.model import ARCHS, Transformer, model_config, sinusoidal_positions
+
+V, PAD, BOS, EOS = 40, 0, 2, 3
+
+
+def tiny(skip="post_ln", lam=1.0, **kw):
+    torch.manual_seed(0)
+    return Transformer(model_config("tiny", V, skip=skip, lam=lam, dropout=0.0, **kw)).eval()
+
+
+def tokens(*shape, seed=0):
+    return torch.randint(4, V, shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("skip,lam", [("post_ln", 1), ("pre_ln", 1), ("rskip_ln", 2), ("xskip", 0.5)])
+def test_decoder_cannot_see_future_tokens(skip, lam):
+    model = tiny(skip, lam)
+    src, tgt = tokens(2, 7), tokens(2, 6, seed=1)
+    changed = tgt.clone()
+    changed[:, 4:] = tokens(2, 2, seed=2)
+    a, b = model(src, tgt), model(src, changed)
+    torch.testing.assert_close(a[:, :4], b[:, :4])  # positions before the change are untouched
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_source_padding_does_not_change_the_output():
+    model = tiny()
+    src, tgt = tokens(1, 5), tokens(1, 4, seed=1)
+    padded = torch.cat([src, torch.full((1, 3), PAD)], dim=1)
+    torch.testing.assert_close(model(src, tgt), model(padded, tgt), atol=1e-5, rtol=1e-5)
+
+
+def test_sinusoidal_positions_match_the_paper_formula():
+    d = 6
+    table = sinusoidal_positions(50, d)
+    for pos in (0, 1, 17, 49):
+        for i in range(d // 2):
+            angle = pos / 10000 ** (2 * i / d)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_embedding_is_scaled_and_shared_with_the_output_projection():
+    model = tiny()
+    emb = model.embed
+    t = tokens(1, 3)
+    expected = emb.tokens.weight[t] * math.sqrt(64) + sinusoidal_positions(3, 64)
+    torch.testing.assert_close(emb(t), expected)
+    assert model.embed.tokens.weight.abs().sum(-1)[PAD] == 0  # padding row starts at zero
+    vocab_matrices = [n for n, p in model.named_parameters() if p.shape == (V, 64)]
+    assert vocab_matrices == ["embed.tokens.weight"]  # source, target and output share one matrix
+    with torch.no_grad():
+        model.embed.tokens.weight[7] += 1.0  # moving one row moves that word's output logit
+        src, tgt = tokens(1, 4), tokens(1, 3, seed=1)
+        memory, mask = model.encode(src)
+        h = model.decoder(model.embed(tgt), memory, mask)
+        torch.testing.assert_close(model.decode(tgt, memory, mask), h @ model.embed.tokens.weight.T)
+
+
+def test_final_norm_only_for_pre_norm_blocks():
+    assert tiny("pre_ln").encoder.final_norm is not None and tiny("pre_ln").decoder.final_norm is not None
+    for skip, lam in [("post_ln", 1), ("skip", 1), ("rskip_ln", 2), ("xskip_ln", 2)]:
+        model = tiny(skip, lam)
+        assert model.encoder.final_norm is None and model.decoder.final_norm is None
+
+
+def test_same_initialisation_for_every_variant():
+    """Weights that all variants share are initialised identically from the same seed."""
+    a, b = tiny("post_ln").state_dict(), tiny("rskip_ln", 3).state_dict()
+    shared = [k for k in a if k in b and "residual" not in k]
+    assert len(shared) > 20
+    for k in shared:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_presets_match_the_paper():
+    assert ARCHS["base"] | {} == dict(d_model=512, d_ff=2048, n_heads=8, encoder_layers=6, decoder_layers=6, dropout=0.1)
+    assert ARCHS["big"]["d_model"] == 1024 and ARCHS["big"]["n_heads"] == 16 and ARCHS["big"]["dropout"] == 0.3
+    assert ARCHS["small"]["encoder_layers"] == ARCHS["small"]["decoder_layers"] == 6
+    with pytest.raises(ValueError, match="unknown --arch"):
+        model_config("huge", V)
+
+
+@pytest.mark.parametrize("skip,lam", [("post_ln", 1), ("pre_ln", 1), ("rskip_ln", 2)])
+def test_cached_steps_give_the_same_logits_as_the_full_pass(skip, lam):
+    model = tiny(skip, lam)
+    src = tokens(3, 9)
+    src[0, 5:] = PAD  # sentences of different lengths in one padded batch
+    src[1, 7:] = PAD
+    tgt = tokens(3, 6, seed=3)
+    full = model(src, tgt)
+    memory, mask = model.encode(src)
+    cache = model.new_cache()
+    steps = torch.cat([model.decode(tgt[:, t : t + 1], memory, mask, cache) for t in range(6)], dim=1)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_with_and_without_cache_agree():
+    model = tiny()
+    src = tokens(4, 8)
+    src[2, 3:] = PAD
+    a = greedy_decode(model, src, BOS, EOS, max_len_a=1.0, max_len_b=5, use_cache=True)
+    b = greedy_decode(model, src, BOS, EOS, max_len_a=1.0, max_len_b=5, use_cache=False)
+    assert a == b
+    lengths = (src != PAD).sum(1)
+    assert all(len(h) <= int(1.0 * n + 5) for h, n in zip(a, lengths.tolist()))
+
+
+def test_label_smoothed_loss_formula():
+    logits = torch.randn(2, 3, V, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([[5, 6, PAD], [7, PAD, PAD]])
+    loss, nll = label_smoothed_nll(logits, target, 0.1, PAD)
+    lp = torch.log_softmax(logits, -1)
+    pos = [(0, 0), (0, 1), (1, 0)]
+    exp_nll = sum(-lp[b, t, target[b, t]] for b, t in pos)
+    exp_loss = sum(0.9 * -lp[b, t, target[b, t]] + 0.1 * -lp[b, t].mean() for b, t in pos)
+    torch.testing.assert_close(nll, exp_nll)
+    torch.testing.assert_close(loss, exp_loss)
+
+
+@pytest.mark.parametrize("skip,lam", [("post_ln", 1), ("rskip_ln", 2)])
+def test_tiny_model_overfits_one_batch(skip, lam):
+    """Memorising a copy-and-reverse batch: loss near zero and greedy decoding reproduces the targets."""
+    torch.manual_seed(0)
+    model = Transformer(model_config("tiny", V, skip=skip, lam=lam, dropout=0.0))
+    src = tokens(4, 6, seed=5)
+    body = src.flip(1)
+    tgt_in = torch.cat([torch.full((4, 1), BOS), body], 1)
+    tgt_out = torch.cat([body, torch.full((4, 1), EOS)], 1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss, _ = label_smoothed_nll(model(src, tgt_in), tgt_out, 0.0, PAD)
+        opt.zero_grad()
+        (loss / tgt_out.numel()).backward()
+        opt.step()
+    assert loss.item() / tgt_out.numel() < 0.05
+    model.eval()
+    assert greedy_decode(model, src, BOS, EOS) == body.tolist()

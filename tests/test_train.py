@@ -1,0 +1,166 @@
+"""train.py end to end: one tiny run on the toy corpus (shared by the tests), resume, and bad input.
+
+The trained run is made once per session in a subprocess, exactly as a user runs it; everything
+else reads its run directory or calls ``nmt.train.main`` in-process (no extra process start-ups).
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nmt.train import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--arch", "tiny", "--vocab-size", "1000", "--max-tokens", "2048", "--log-every", "10", "--val-every", "30",
+        "--lr", "1e-3", "--warmup", "400"]
+
+
+def run_train(args, data_root, cwd, block_datasets=True):
+    """Run ``python train.py`` in a subprocess; a fake ``datasets`` package makes any import of it fail."""
+    env = {**os.environ, "NMT_DATA_ROOT": str(data_root), "PYTHONPATH": str(ROOT)}
+    if block_datasets:
+        blocker = Path(data_root).parent / "no_datasets"
+        (blocker / "datasets").mkdir(parents=True, exist_ok=True)
+        (blocker / "datasets" / "__init__.py").write_text("raise ImportError('datasets must not be imported for local data')\n")
+        env["PYTHONPATH"] = f"{blocker}{os.pathsep}{ROOT}"
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory):
+    """``train.py --skip rskip_ln --lambda 2`` on the toy corpus for 60 updates (the shared trained run)."""
+    base = tmp_path_factory.mktemp("toy")
+    run_dir = base / "run"
+    proc = run_train([*TINY, "--skip", "rskip_ln", "--lambda", "2", "--max-steps", "60", "--run-dir", str(run_dir)],
+                     base / "data", base)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir, proc, base
+
+
+def metrics(run_dir):
+    return list(csv.DictReader(open(run_dir / "metrics.csv")))
+
+
+def test_run_directory_holds_everything(toy_run):
+    run_dir, proc, _ = toy_run
+    for name in ("config.yaml", "provenance.json", "spm.model", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "metrics.csv", "test.hyp", "results.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert {"git", "packages", "hardware", "command", "data_sha256", "spm_model_sha256"} <= set(prov)
+    assert len(prov["data_sha256"]) == 6 and prov["packages"]["torch"] and "--lambda" in prov["command"]
+    config = (run_dir / "config.yaml").read_text()
+    assert "skip: rskip_ln" in config and "lam: 2.0" in config
+
+
+def test_toy_corpus_is_announced_as_a_toy(toy_run):
+    _, proc, base = toy_run
+    assert "not a benchmark" in proc.stdout
+    assert (base / "data" / "toy-en-de" / "train.en").is_file()
+
+
+def test_logged_training_metrics(toy_run):
+    rows = metrics(toy_run[0])
+    train = [r for r in rows if r["train/loss"]]
+    assert [int(r["step"]) for r in train] == [10, 20, 30, 40, 50, 60]
+    for key in ("train/ppl", "train/lr", "train/grad_norm", "train/tgt_tokens"):
+        assert all(float(r[key]) > 0 for r in train), key
+    assert all(float(r["train/tok_per_s"]) > 0 for r in train[1:])
+    # perplexity is exp of the unsmoothed NLL, not of the smoothed loss
+    for r in train:
+        assert float(r["train/ppl"]) == pytest.approx(torch.tensor(float(r["train/nll"])).exp().item(), rel=1e-4)
+        assert float(r["train/nll"]) < float(r["train/loss"])
+    # the learning rate follows the warm-up (400 steps, peak 1e-3): lr = 1e-3 · step / 400
+    assert float(train[0]["train/lr"]) == pytest.approx(1e-3 * 10 / 400, rel=1e-4)
+    assert float(train[1]["train/loss"]) > float(train[-1]["train/loss"])
+
+
+def test_validation_and_test_bleu(toy_run):
+    run_dir, proc, _ = toy_run
+    val = [r for r in metrics(run_dir) if r["val/bleu"]]
+    assert [int(r["step"]) for r in val] == [30, 60]
+    result = json.loads((run_dir / "results.json").read_text())
+    assert result["steps"] == 60
+    assert result["test"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert result["test"]["sentences"] == 1000 and result["test"]["copy_source_bleu"] < 5
+    assert len((run_dir / "test.hyp").read_text(encoding="utf-8").split("\n")) == 1001
+    assert "test BLEU" in proc.stdout and "copy-source baseline BLEU" in proc.stdout
+
+
+def test_checkpoint_contents(toy_run):
+    ckpt = torch.load(toy_run[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 60
+    assert ckpt["hyper_parameters"]["model"]["skip"] == "rskip_ln" and ckpt["hyper_parameters"]["model"]["lam"] == 2
+    assert "optimizer_states" in ckpt and "lr_schedulers" in ckpt
+
+
+def test_resume_continues_from_the_saved_step(toy_run, tmp_path):
+    run_dir, _, base = toy_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = metrics(copy)
+    proc = run_train(["--resume", "--run-dir", str(copy), "--max-steps", "80"], base / "data", base)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resuming from" in proc.stdout
+    ckpt = torch.load(copy / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 80
+    after = metrics(copy)
+    assert after[: len(before)] == before  # earlier metrics kept
+    new_train = [int(r["step"]) for r in after[len(before):] if r["train/loss"]]
+    assert new_train == [70, 80]  # continued at step 60, not from 0
+    lr70 = next(float(r["train/lr"]) for r in after[len(before):] if r["step"] == "70")
+    assert lr70 == pytest.approx(1e-3 * 70 / 400, rel=1e-4)  # the schedule continued too
+    assert len(json.loads((copy / "provenance.json").read_text())["previous"]) == 1
+
+
+def test_resume_refuses_to_change_the_model(toy_run, tmp_path, capsys):
+    run_dir = toy_run[0]
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    code = main(["--resume", "--run-dir", str(run_dir), "--skip", "post_ln", "--lambda", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--skip: run has 'rskip_ln', asked 'post_ln'" in err and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_existing_run_dir_is_not_overwritten(toy_run, capsys):
+    run_dir = toy_run[0]
+    code = main(["--run-dir", str(run_dir), "--arch", "tiny"])
+    assert code == 2 and "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--skip", "rskip_ln", "--lambda", "0.5"], "--lambda: skip variant 'rskip_ln' needs an integer λ ≥ 1"),
+        (["--skip", "post_ln", "--lambda", "2"], "--lambda: skip variant 'post_ln' has no λ"),
+        (["--skip", "nope"], "--skip: unknown skip variant 'nope'"),
+        (["--data", "/no/such/folder"], "--data /no/such/folder: no such folder"),
+    ],
+)
+def test_bad_flags_give_one_line_errors(args, message, capsys, tmp_path):
+    code = main([*args, "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_data_names_the_file(tmp_path, capsys):
+    data = tmp_path / "d"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.en").write_text("a b c\nd e f\n")
+        (data / f"{split}.de").write_text("a b c\nd e f\n")
+    (data / "valid.de").write_text("only one line\n")
+    code = main(["--data", str(data), "--run-dir", str(tmp_path / "r"), "--vocab-size", "300"])
+    err = capsys.readouterr().err
+    assert code == 2 and "valid.en has 2 lines but" in err and "valid.de has 1" in err and "Traceback" not in err
