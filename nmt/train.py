@@ -107,7 +107,6 @@ def run(argv: list[str]) -> int:
     cfg.run_dir = str(run_dir)
 
     import lightning as L
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -136,20 +135,23 @@ def run(argv: list[str]) -> int:
         log(f"data: {corpus.path} ({corpus.src}→{corpus.tgt})")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    # Everything that can fail on bad data happens before the run directory is created or touched.
     data_hashes = corpus.hashes()
-    run_dir.mkdir(parents=True, exist_ok=True)
     spm_path = run_dir / "spm.model"
-    if not resume:
+    if resume:
+        if not spm_path.is_file():
+            raise ConfigError(f"--resume: {spm_path} is missing")
+        spm_source = spm_path
+    else:
         settings = spm_settings(cfg.vocab_size, cfg.spm_type, cfg.spm_sample, cfg.seed)
         train_files = [corpus.file("train", corpus.src), corpus.file("train", corpus.tgt)]
-        cached = train_or_load(train_files, [data_hashes[str(f)] for f in train_files], data_root() / "cache", settings, log)
-        shutil.copyfile(cached, spm_path)
-    elif not spm_path.is_file():
-        raise ConfigError(f"--resume: {spm_path} is missing")
-    tokenizer = Tokenizer(spm_path)
-
+        spm_source = train_or_load(train_files, [data_hashes[str(f)] for f in train_files], data_root() / "cache", settings, log)
+    tokenizer = Tokenizer(spm_source)
     data = TranslationData(corpus, tokenizer, cfg.max_tokens, cfg.max_len, cfg.seed, cfg.num_workers, log)
     data.setup()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.copyfile(spm_source, spm_path)
     train_set = data.datasets["train"]
     mcfg = model_config(
         cfg.arch, tokenizer.vocab_size, skip=cfg.skip, lam=cfg.lam, dropout=cfg.dropout,
@@ -181,7 +183,7 @@ def run(argv: list[str]) -> int:
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/bleu", mode="max", save_top_k=1,
-        auto_insert_metric_name=False, enable_version_counter=False,
+        auto_insert_metric_name=False, enable_version_counter=False, save_on_train_epoch_end=False,
     )
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.save_every or None)
     trainer = L.Trainer(

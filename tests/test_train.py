@@ -164,3 +164,34 @@ def test_bad_data_names_the_file(tmp_path, capsys):
     code = main(["--data", str(data), "--run-dir", str(tmp_path / "r"), "--vocab-size", "300"])
     err = capsys.readouterr().err
     assert code == 2 and "valid.en has 2 lines but" in err and "valid.de has 1" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing created for a run that could not start
+
+
+def test_same_seed_same_run_other_seed_other_run(tmp_path, monkeypatch):
+    """Seeded and reproducible: two runs with one seed log identical losses and end with identical weights."""
+    from nmt.data import synthetic
+
+    monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path / "data"))
+    pairs = synthetic.generate_pairs(160, seed=7)
+    corpus = tmp_path / "small"
+    corpus.mkdir()
+    for split, (lo, hi) in {"train": (0, 120), "valid": (120, 140), "test": (140, 160)}.items():
+        (corpus / f"{split}.en").write_text("".join(e + "\n" for e, _ in pairs[lo:hi]))
+        (corpus / f"{split}.de").write_text("".join(d + "\n" for _, d in pairs[lo:hi]))
+
+    def train(seed, name):
+        args = ["--data", str(corpus), "--arch", "tiny", "--vocab-size", "400", "--max-tokens", "256",
+                "--max-steps", "8", "--log-every", "2", "--val-every", "0", "--seed", str(seed),
+                "--run-dir", str(tmp_path / name)]
+        assert main(args) == 0
+        losses = [r["train/loss"] for r in metrics(tmp_path / name) if r["train/loss"]]
+        state = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        return losses, state["state_dict"]
+
+    losses_a, weights_a = train(1, "a")
+    losses_b, weights_b = train(1, "b")
+    losses_c, _ = train(2, "c")
+    assert len(losses_a) == 4 and losses_a == losses_b
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+    assert losses_c != losses_a
