@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -54,3 +55,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         atomic_torch_save(checkpoint, path)
+
+
+class PeriodicCheckpoints(Callback):
+    """Every ``every`` updates write ``step-<N>.ckpt`` into ``folder``; keep the newest ``keep`` of them.
+
+    These are the checkpoints that ``python -m nmt.average`` and ``evaluate.py --average-last`` average.
+    """
+
+    def __init__(self, folder: str | os.PathLike, every: int, keep: int):
+        self.folder, self.every, self.keep = Path(folder), every, keep
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every or (self.folder / f"step-{step}.ckpt").exists():
+            return  # (exists: gradient accumulation calls this several times per update)
+        trainer.save_checkpoint(self.folder / f"step-{step}.ckpt", weights_only=False)
+        if trainer.is_global_zero:
+            for old in periodic_checkpoints(self.folder)[: -self.keep]:
+                old.unlink(missing_ok=True)
+
+
+def periodic_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The ``step-<N>.ckpt`` files of ``folder``, oldest first (by N, not by name or time)."""
+    files = [p for p in Path(folder).glob("step-*.ckpt") if p.stem[5:].isdigit()]
+    return sorted(files, key=lambda p: int(p.stem[5:]))

@@ -59,7 +59,9 @@ class TrainConfig:
     max_len_a: float = _opt(1.2, "decode at most a·source_length + b tokens: a")
     max_len_b: int = _opt(10, "decode at most a·source_length + b tokens: b")
     log_every: int = _opt(50, "log training metrics every N updates")
-    save_every: int = _opt(0, "also write last.ckpt every N updates (0: at each validation and epoch end)")
+    save_every: int = _opt(0, "every N updates write last.ckpt and a step-<N>.ckpt (0: last.ckpt at each validation "
+                           "and epoch end only)")
+    keep_last: int = _opt(5, "keep the newest K step-<N>.ckpt files (for checkpoint averaging)")
     # --- run
     seed: int = _opt(1, "random seed (model initialisation, dropout, batch order)")
     run_dir: str | None = _opt(None, "run directory (default: runs/<data>-<arch>-<skip>[-lambda]-seed<seed>)")
@@ -77,7 +79,7 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
-RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "val_every", "num_workers"}
+RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers"}
 """Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
 
 

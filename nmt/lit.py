@@ -67,6 +67,9 @@ class TranslationModule(L.LightningModule):
     def __init__(self, model: dict, optim: dict, decoding: dict, log_every: int = 25):
         super().__init__()
         self.save_hyperparameters()
+        self.tokens_seen = 0  # non-padding target tokens trained on, over the whole run (kept in checkpoints)
+        self.spm_model: bytes | None = None  # the tokenizer, stored in every checkpoint (see on_save_checkpoint)
+        self.run_config: dict | None = None  # the run's TrainConfig, likewise
         self.model = Transformer(ModelConfig(**model))
         self.optim, self.decoding, self.log_every = optim, decoding, log_every
         self._eval_hyps: list[tuple[int, list[int]]] = []
@@ -91,6 +94,7 @@ class TranslationModule(L.LightningModule):
         loss = loss_sum / ntokens
         self._tokens_since_log += ntokens
         self._update_tokens += ntokens
+        self.tokens_seen += ntokens
         if self._logging_this_update():
             self._pending = {
                 "train/loss": loss.detach(),
@@ -124,6 +128,7 @@ class TranslationModule(L.LightningModule):
         row = {k: float(v) for k, v in self._pending.items()}  # the only host synchronisation, once per interval
         row["train/ppl"] = math.exp(min(row["train/nll"], 100.0))
         row["train/tgt_tokens"] = float(tokens)
+        row["train/tokens_seen"] = float(self.tokens_seen)
         row["epoch"] = float(self.current_epoch)
         if self._time_of_log is not None:
             row["train/tok_per_s"] = self._tokens_since_log / (now - self._time_of_log)
@@ -157,6 +162,17 @@ class TranslationModule(L.LightningModule):
         )
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt_schedule(o["warmup"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Make every checkpoint self-contained: it carries its SentencePiece model and run configuration."""
+        if self.spm_model is not None:
+            checkpoint["spm_model"] = self.spm_model
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
+        checkpoint["tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)
 
     # ------------------------------------------------------------------ validation and test
     def _eval_step(self, batch: dict) -> None:

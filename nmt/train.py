@@ -110,7 +110,7 @@ def run(argv: list[str]) -> int:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from nmt.checkpoint import AtomicCheckpointIO
+    from nmt.checkpoint import AtomicCheckpointIO, PeriodicCheckpoints
     from nmt.csvlog import ResumableCSVLogger
     from nmt.data.datamodule import TranslationData
     from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load
@@ -178,6 +178,7 @@ def run(argv: list[str]) -> int:
         save_config(cfg, run_dir / "config.yaml")
         provenance.write(run_dir / "provenance.json", provenance.collect(["train.py", *argv], data_hashes, sha256_file(spm_path)))
 
+    module.spm_model, module.run_config = tokenizer.model_bytes, cfg.to_dict()
     interactive = sys.stdout.isatty()
     module.echo, module.echo_training = log, not interactive  # with a progress bar, print validations only
     ckpt_dir = run_dir / "checkpoints"
@@ -186,6 +187,9 @@ def run(argv: list[str]) -> int:
         auto_insert_metric_name=False, enable_version_counter=False, save_on_train_epoch_end=False,
     )
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.save_every or None)
+    callbacks = [best, last]
+    if cfg.save_every and cfg.keep_last:  # step-<N>.ckpt every --save-every updates, for checkpoint averaging
+        callbacks.append(PeriodicCheckpoints(ckpt_dir, cfg.save_every, cfg.keep_last))
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -199,7 +203,7 @@ def run(argv: list[str]) -> int:
         gradient_clip_val=cfg.clip_norm or None,
         accumulate_grad_batches=cfg.accumulate,
         logger=[ResumableCSVLogger(run_dir, name="", version=""), TensorBoardLogger(run_dir, name="tb", version="")],
-        callbacks=[best, last],
+        callbacks=callbacks,
         enable_progress_bar=interactive,
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,

@@ -4,56 +4,19 @@ The trained run is made once per session in a subprocess, exactly as a user runs
 else reads its run directory or calls ``nmt.train.main`` in-process (no extra process start-ups).
 """
 
-import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import metrics, run_train
 
 from nmt.train import main
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--arch", "tiny", "--vocab-size", "1000", "--max-tokens", "2048", "--log-every", "10", "--val-every", "30",
-        "--lr", "1e-3", "--warmup", "400"]
-
-
-def run_train(args, data_root, cwd, block_datasets=True):
-    """Run ``python train.py`` in a subprocess; a fake ``datasets`` package makes any import of it fail."""
-    env = {**os.environ, "NMT_DATA_ROOT": str(data_root), "PYTHONPATH": str(ROOT)}
-    if block_datasets:
-        blocker = Path(data_root).parent / "no_datasets"
-        (blocker / "datasets").mkdir(parents=True, exist_ok=True)
-        (blocker / "datasets" / "__init__.py").write_text("raise ImportError('datasets must not be imported for local data')\n")
-        env["PYTHONPATH"] = f"{blocker}{os.pathsep}{ROOT}"
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-@pytest.fixture(scope="session")
-def toy_run(tmp_path_factory):
-    """``train.py --skip rskip_ln --lambda 2`` on the toy corpus for 60 updates (the shared trained run)."""
-    base = tmp_path_factory.mktemp("toy")
-    run_dir = base / "run"
-    proc = run_train([*TINY, "--skip", "rskip_ln", "--lambda", "2", "--max-steps", "60", "--run-dir", str(run_dir)],
-                     base / "data", base)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run_dir, proc, base
-
-
-def metrics(run_dir):
-    return list(csv.DictReader(open(run_dir / "metrics.csv")))
-
 
 def test_run_directory_holds_everything(toy_run):
     run_dir, proc, _ = toy_run
     for name in ("config.yaml", "provenance.json", "spm.model", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
-                 "metrics.csv", "test.hyp", "results.json"):
+                 "checkpoints/step-400.ckpt", "checkpoints/step-500.ckpt", "metrics.csv", "test.hyp", "results.json"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     prov = json.loads((run_dir / "provenance.json").read_text())
@@ -72,7 +35,7 @@ def test_toy_corpus_is_announced_as_a_toy(toy_run):
 def test_logged_training_metrics(toy_run):
     rows = metrics(toy_run[0])
     train = [r for r in rows if r["train/loss"]]
-    assert [int(r["step"]) for r in train] == [10, 20, 30, 40, 50, 60]
+    assert [int(r["step"]) for r in train] == [50, 100, 150, 200, 250, 300, 350, 400, 450, 500]
     for key in ("train/ppl", "train/lr", "train/grad_norm", "train/tgt_tokens"):
         assert all(float(r[key]) > 0 for r in train), key
     assert all(float(r["train/tok_per_s"]) > 0 for r in train[1:])
@@ -80,17 +43,21 @@ def test_logged_training_metrics(toy_run):
     for r in train:
         assert float(r["train/ppl"]) == pytest.approx(torch.tensor(float(r["train/nll"])).exp().item(), rel=1e-4)
         assert float(r["train/nll"]) < float(r["train/loss"])
-    # the learning rate follows the warm-up (400 steps, peak 1e-3): lr = 1e-3 · step / 400
-    assert float(train[0]["train/lr"]) == pytest.approx(1e-3 * 10 / 400, rel=1e-4)
+    # the learning rate follows the warm-up (200 steps, peak 2e-3), then decays as 1/√step
+    assert float(train[0]["train/lr"]) == pytest.approx(2e-3 * 50 / 200, rel=1e-4)
+    assert float(train[-1]["train/lr"]) == pytest.approx(2e-3 * (200 / 500) ** 0.5, rel=1e-4)
+    seen = [float(r["train/tokens_seen"]) for r in train]
+    assert seen == sorted(seen) and seen[0] > 50 * 1000
     assert float(train[1]["train/loss"]) > float(train[-1]["train/loss"])
 
 
 def test_validation_and_test_bleu(toy_run):
     run_dir, proc, _ = toy_run
     val = [r for r in metrics(run_dir) if r["val/bleu"]]
-    assert [int(r["step"]) for r in val] == [30, 60]
+    assert [int(r["step"]) for r in val] == [250, 500]
+    assert float(val[-1]["val/bleu"]) > 1.0  # clearly learning
     result = json.loads((run_dir / "results.json").read_text())
-    assert result["steps"] == 60
+    assert result["steps"] == 500
     assert result["test"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert result["test"]["sentences"] == 1000 and result["test"]["copy_source_bleu"] < 5
     assert len((run_dir / "test.hyp").read_text(encoding="utf-8").split("\n")) == 1001
@@ -99,9 +66,13 @@ def test_validation_and_test_bleu(toy_run):
 
 def test_checkpoint_contents(toy_run):
     ckpt = torch.load(toy_run[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 60
+    assert ckpt["global_step"] == 500
     assert ckpt["hyper_parameters"]["model"]["skip"] == "rskip_ln" and ckpt["hyper_parameters"]["model"]["lam"] == 2
     assert "optimizer_states" in ckpt and "lr_schedulers" in ckpt
+    assert ckpt["spm_model"] == (toy_run[0] / "spm.model").read_bytes()  # self-contained for translation
+    assert ckpt["run_config"]["skip"] == "rskip_ln" and ckpt["tokens_seen"] > 0
+    kept = sorted(p.name for p in (toy_run[0] / "checkpoints").glob("step-*.ckpt"))
+    assert kept == ["step-400.ckpt", "step-500.ckpt"]  # --keep-last 2
 
 
 def test_resume_continues_from_the_saved_step(toy_run, tmp_path):
@@ -109,17 +80,19 @@ def test_resume_continues_from_the_saved_step(toy_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     before = metrics(copy)
-    proc = run_train(["--resume", "--run-dir", str(copy), "--max-steps", "80"], base / "data", base)
+    proc = run_train(["--resume", "--run-dir", str(copy), "--max-steps", "520", "--log-every", "10"], base / "data", base)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming from" in proc.stdout
     ckpt = torch.load(copy / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 80
+    assert ckpt["global_step"] == 520
     after = metrics(copy)
     assert after[: len(before)] == before  # earlier metrics kept
     new_train = [int(r["step"]) for r in after[len(before):] if r["train/loss"]]
-    assert new_train == [70, 80]  # continued at step 60, not from 0
-    lr70 = next(float(r["train/lr"]) for r in after[len(before):] if r["step"] == "70")
-    assert lr70 == pytest.approx(1e-3 * 70 / 400, rel=1e-4)  # the schedule continued too
+    assert new_train == [510, 520]  # continued at step 500, not from 0
+    lr510 = next(float(r["train/lr"]) for r in after[len(before):] if r["step"] == "510")
+    assert lr510 == pytest.approx(2e-3 * (200 / 510) ** 0.5, rel=1e-4)  # the schedule continued too
+    old_seen = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["tokens_seen"]
+    assert ckpt["tokens_seen"] > old_seen  # the token count continued
     assert len(json.loads((copy / "provenance.json").read_text())["previous"]) == 1
 
 

@@ -88,9 +88,14 @@ def train_or_load(
 class Tokenizer:
     """SentencePiece encode/decode with the project's special ids (pad 0, unk 1, bos 2, eos 3)."""
 
-    def __init__(self, model_path: Path):
-        self.path = Path(model_path)
-        self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+    def __init__(self, model_path: Path | None = None, model_bytes: bytes | None = None):
+        if (model_path is None) == (model_bytes is None):
+            raise ValueError("give the SentencePiece model as a path or as bytes")
+        self.path = Path(model_path) if model_path is not None else None
+        if model_bytes is None:
+            model_bytes = self.path.read_bytes()
+        self.model_bytes = model_bytes  # kept so that checkpoints can carry their tokenizer
+        self.sp = spm.SentencePieceProcessor(model_proto=model_bytes)
         self.vocab_size = self.sp.get_piece_size()
 
     def encode(self, lines: list[str], threads: int = 1) -> list[list[int]]:

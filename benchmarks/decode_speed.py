@@ -1,0 +1,79 @@
+"""Decoding speed: sentences/s of greedy and beam search, with and without the key/value cache.
+
+    python benchmarks/decode_speed.py --data ../shared/data/wmt-news-en-de --lines 1000 [--run RUN]
+
+Translates the first ``--lines`` lines of the test split (newstest2014 for the WMT news folder). With
+``--run`` it uses that trained model; without, a randomly initialised model of ``--arch`` (default
+``small``) whose output length is pinned to the source length (``max_len_a=1, max_len_b=0``: an
+untrained model practically never emits EOS early), so every configuration decodes the same number of
+tokens. The uncached runs recompute every prefix and are slow: ``--uncached-lines`` limits them.
+Speed is measured here, never in tests. Prints a Markdown table and the hardware it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nmt.data.corpus import read_lines, resolve_corpus  # noqa: E402
+from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load  # noqa: E402
+from nmt.model import Transformer, model_config  # noqa: E402
+from nmt.translate import Translator  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--run", help="a trained run directory (default: an untrained model, length pinned)")
+    p.add_argument("--arch", default="small")
+    p.add_argument("--lines", type=int, default=1000)
+    p.add_argument("--uncached-lines", type=int, default=200)
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    corpus = resolve_corpus(args.data, None, None)
+    lines = read_lines(corpus.file("test", corpus.src))
+    if args.run:
+        translator = Translator.load(args.run)
+        what = f"trained model {args.run}"
+    else:
+        files = [corpus.file("train", corpus.src), corpus.file("train", corpus.tgt)]
+        hashes = corpus.hashes()
+        spm = train_or_load(files, [hashes[str(f)] for f in files], Path("data/cache"), spm_settings(8000, "unigram", 2_000_000, 1))
+        tokenizer = Tokenizer(spm)
+        torch.manual_seed(0)
+        model = Transformer(model_config(args.arch, tokenizer.vocab_size, dropout=0.0))
+        translator = Translator(model, tokenizer, max_len_a=1.0, max_len_b=0)
+        what = f"untrained `{args.arch}` model ({model.num_parameters():,} parameters), output length = source length"
+
+    rows = []
+    for beam in (1, 4):
+        for cached in (True, False):
+            n = args.lines if cached else min(args.lines, args.uncached_lines)
+            batch = lines[:n]
+            start = time.perf_counter()
+            translator.translate(batch, beam=beam, max_tokens=args.max_tokens, use_cache=cached)
+            elapsed = time.perf_counter() - start
+            rows.append((beam, cached, n, elapsed, n / elapsed))
+            print(f"beam {beam} {'cached' if cached else 'uncached'}: {n} sentences in {elapsed:.1f} s", flush=True)
+    speed = {(b, c): s for b, c, _, _, s in rows}
+    print(f"\n{what}; first lines of {corpus.file('test', corpus.src)}; {args.threads} threads; "
+          f"torch {torch.__version__}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads\n")
+    print("| search | cache | sentences | seconds | sentences/s | cache speed-up |")
+    print("|---|---|---|---|---|---|")
+    for beam, cached, n, elapsed, sps in rows:
+        up = f"{speed[(beam, True)] / speed[(beam, False)]:.1f}×" if cached else ""
+        print(f"| {'greedy' if beam == 1 else f'beam {beam}'} | {'yes' if cached else 'no'} | {n} | {elapsed:.1f} | {sps:.1f} | {up} |")
+
+
+if __name__ == "__main__":
+    main()

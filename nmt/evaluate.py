@@ -1,0 +1,305 @@
+"""``python evaluate.py RUN [RUN ...]``: a BLEU table per skip variant that can be compared with the literature.
+
+For every run directory: load its best checkpoint (or the average of its last N periodic checkpoints),
+translate the split with beam search, and score it with sacreBLEU (13a, cased, detokenized output
+against the raw references) and chrF++, keeping their signatures. For an English→German corpus also the
+literature's tokenized BLEU with compound splitting (what Vaswani et al.'s 27.3/28.4 are), labelled as
+such. Hypotheses are written next to the scores.
+
+The table groups runs by skip variant and λ: parameters, updates, target tokens seen, wall time, seeds,
+diverged runs (shown, never silently dropped: the mean is over the runs that did not diverge, and the
+count says how many did), BLEU mean ± std, chrF++, and Δ BLEU against ``post_ln`` with the paired
+bootstrap p-value between the two systems' outputs of the same seed. Printed, and written as Markdown,
+CSV and JSON.
+
+Runs whose test references, SentencePiece model or scoring protocol differ are never mixed in one table:
+each comparable set gets its own. A run directory that is incomplete, or whose checkpoint does not load,
+is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+BASELINE = "post_ln"
+
+
+@dataclass
+class RunScore:
+    """One run's evaluation."""
+
+    run: str
+    skip: str
+    lam: float
+    seed: int
+    arch: str
+    parameters: int
+    updates: int
+    tokens_seen: int
+    wall_time_s: float | None
+    diverged: bool
+    checkpoint: str
+    bleu: float
+    bleu_signature: str
+    chrf: float
+    chrf_signature: str
+    extra: dict = field(default_factory=dict)  # protocol-specific scores (e.g. compound-split BLEU)
+    comparable: str = ""  # key of the set of runs this one may be compared with
+    hypotheses: list[str] = field(default_factory=list, repr=False)
+
+
+class SkipRun(Exception):
+    """A run that cannot be evaluated; the message says why."""
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SkipRun(f"{path}: {e}") from None
+
+
+def _diverged(run: Path) -> bool:
+    """True when the run logged a non-finite training loss or its results say it diverged."""
+    results = run / "results.json"
+    if results.is_file():
+        try:
+            if json.loads(results.read_text()).get("diverged"):
+                return True
+        except ValueError:
+            pass
+    metrics = run / "metrics.csv"
+    if metrics.is_file():
+        with open(metrics, newline="") as f:
+            for row in csv.DictReader(f):
+                value = row.get("train/loss") or ""
+                if value and not math.isfinite(float(value)):
+                    return True
+    return False
+
+
+def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
+    """Translate and score one run; raises SkipRun when it cannot be evaluated."""
+    from nmt.average import average_checkpoints, last_checkpoints
+    from nmt.data.corpus import DataError, resolve_corpus
+    from nmt.metrics import chrf_pp_score, compound_split_bleu, sacrebleu_score
+    from nmt.translate import CheckpointError, Translator, find_checkpoint, load_checkpoint
+
+    if not (run / "config.yaml").is_file():
+        raise SkipRun(f"{run}: no config.yaml (not a run directory, or an incomplete one)")
+    cfg = _read_yaml(run / "config.yaml")
+    try:
+        if args.average_last:
+            files = last_checkpoints(run, args.average_last)
+            ckpt, described = average_checkpoints(files), f"average of {', '.join(p.name for p in files)}"
+            file = files[-1]
+        else:
+            file = find_checkpoint(run, "best")
+            ckpt, described = load_checkpoint(file), file.name
+        translator = Translator.from_checkpoint(ckpt, file)
+    except (CheckpointError, ValueError, OSError) as e:
+        raise SkipRun(str(e)) from None
+
+    try:
+        corpus = resolve_corpus(args.data or cfg["data"], cfg.get("src"), cfg.get("tgt"))
+        sources, refs = corpus.read_split(args.split)
+    except DataError as e:
+        raise SkipRun(f"{run}: {e}") from None
+    if args.limit:
+        sources, refs = sources[: args.limit], refs[: args.limit]
+
+    hyps = translator.translate(sources, beam=args.beam, lenpen=args.lenpen, lenpen_style=args.lenpen_style)
+    bleu, chrf = sacrebleu_score(hyps, refs), chrf_pp_score(hyps, refs)
+    extra = {}
+    if corpus.tgt == "de":
+        extra["compound_split_bleu"] = compound_split_bleu(hyps, refs, "de")
+
+    prov = {}
+    if (run / "provenance.json").is_file():
+        prov = json.loads((run / "provenance.json").read_text())
+    results = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
+    ref_hash = hashlib.sha256("\n".join(refs).encode()).hexdigest()[:12]
+    spm_hash = prov.get("spm_model_sha256", hashlib.sha256(translator.tokenizer.model_bytes).hexdigest())[:12]
+    protocol = f"{args.split}:{ref_hash}|spm:{spm_hash}|beam{args.beam}|lp{args.lenpen_style}{args.lenpen:g}"
+    if args.limit:
+        protocol += f"|first{args.limit}"
+    return RunScore(
+        run=str(run),
+        skip=cfg.get("skip", "?"),
+        lam=float(cfg.get("lam", 1.0)),
+        seed=int(cfg.get("seed", 0)),
+        arch=cfg.get("arch", "?"),
+        parameters=sum(v.numel() for v in translator.model.state_dict().values()),
+        updates=int(ckpt.get("global_step", 0)),
+        tokens_seen=int(ckpt.get("tokens_seen", 0)),
+        wall_time_s=results.get("wall_time_s"),
+        diverged=_diverged(run),
+        checkpoint=described,
+        bleu=bleu["score"],
+        bleu_signature=bleu["signature"],
+        chrf=chrf["score"],
+        chrf_signature=chrf["signature"],
+        extra=extra,
+        comparable=protocol,
+        hypotheses=hyps,
+    )
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def build_table(scores: list[RunScore], refs_by_key: dict[str, list[str]], bootstrap: int) -> list[dict]:
+    """One row per (skip, λ) among comparable runs, with Δ BLEU and bootstrap p against post_ln."""
+    from nmt.metrics import paired_bootstrap
+
+    groups: dict[tuple[str, float], list[RunScore]] = {}
+    for s in scores:
+        groups.setdefault((s.skip, s.lam), []).append(s)
+    baseline = {s.seed: s for s in groups.get((BASELINE, 1.0), []) if not s.diverged}
+    rows = []
+    for (skip, lam), runs in sorted(groups.items(), key=lambda kv: (kv[0][0] != BASELINE, kv[0])):
+        ok = [r for r in runs if not r.diverged]
+        bleu_mean, bleu_std = _mean_std([r.bleu for r in ok])
+        chrf_mean, _ = _mean_std([r.chrf for r in ok])
+        row = {
+            "variant": skip,
+            "lambda": lam,
+            "parameters": runs[0].parameters,
+            "updates": round(statistics.fmean(r.updates for r in runs)),
+            "tokens_seen": round(statistics.fmean(r.tokens_seen for r in runs)),
+            "wall_time_s": _mean_std([r.wall_time_s for r in runs if r.wall_time_s is not None])[0],
+            "seeds": len(runs),
+            "diverged": len(runs) - len(ok),
+            "bleu_mean": bleu_mean,
+            "bleu_std": bleu_std,
+            "chrf_mean": chrf_mean,
+            "delta_bleu": None,
+            "p_value_max": None,
+            "paired_seeds": 0,
+        }
+        for key in sorted({k for r in ok for k in r.extra}):
+            row[key] = _mean_std([r.extra[key]["score"] for r in ok if key in r.extra])[0]
+        if (skip, lam) != (BASELINE, 1.0) and baseline:
+            pairs = [(baseline[r.seed], r) for r in ok if r.seed in baseline]
+            if pairs:
+                tests = [paired_bootstrap(b.hypotheses, r.hypotheses, refs_by_key[r.comparable], n=bootstrap, seed=r.seed)
+                         for b, r in pairs]
+                row["delta_bleu"] = statistics.fmean(t["delta"] for t in tests)
+                row["p_value_max"] = max(t["p_value"] for t in tests)
+                row["paired_seeds"] = len(pairs)
+        rows.append(row)
+    return rows
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown_table(rows: list[dict], title: str) -> str:
+    extra_keys = [k for k in rows[0] if k.endswith("_bleu") and k != "delta_bleu"] if rows else []
+    head = ["variant", "λ", "params", "updates", "tgt tokens", "wall time", "seeds", "diverged", "BLEU", "chrF++",
+            *[k.replace("_", " ") for k in extra_keys], "Δ BLEU vs post_ln", "p (max over seeds)"]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        bleu = "—" if r["bleu_mean"] is None else f"{r['bleu_mean']:.2f} ± {r['bleu_std']:.2f}"
+        wall = "—" if r["wall_time_s"] is None else f"{r['wall_time_s'] / 60:.1f} min"
+        cells = [r["variant"], f"{r['lambda']:g}", f"{r['parameters']:,}", f"{r['updates']:,}", f"{r['tokens_seen']:,}",
+                 wall, str(r["seeds"]), str(r["diverged"]), bleu, _fmt(r["chrf_mean"]),
+                 *[_fmt(r[k]) for k in extra_keys],
+                 _fmt(r["delta_bleu"], "+.2f"), _fmt(r["p_value_max"], ".3f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="run directories")
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--data", help="corpus to evaluate on (default: each run's own --data)")
+    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--lenpen", type=float, default=0.6, help="length penalty α")
+    p.add_argument("--lenpen-style", default="gnmt", choices=["gnmt", "fairseq"],
+                   help="gnmt: ((5+len)/6)^α (Wu et al. 2016, as Vaswani et al.); fairseq: len^α")
+    p.add_argument("--average-last", type=int, default=0, metavar="N",
+                   help="average the last N step-<N>.ckpt checkpoints instead of using best.ckpt")
+    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N sentences only (labelled in the table)")
+    p.add_argument("--out", type=Path, default=Path("eval"), help="folder for the tables and hypotheses")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.time()
+    scores, skipped = [], []
+    for run in args.runs:
+        try:
+            score = evaluate_run(run, args)
+        except SkipRun as e:
+            skipped.append({"run": str(run), "reason": str(e)})
+            print(f"skipped {run}: {e}", file=sys.stderr, flush=True)
+            continue
+        scores.append(score)
+        print(f"{run}: BLEU {score.bleu:.2f}  chrF++ {score.chrf:.2f}  ({score.checkpoint})", flush=True)
+    if not scores:
+        print("evaluate.py: error: no run could be evaluated", file=sys.stderr)
+        return 2
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    refs_by_key = {}
+    from nmt.data.corpus import resolve_corpus
+
+    for s in scores:
+        if s.comparable not in refs_by_key:
+            cfg = _read_yaml(Path(s.run) / "config.yaml")
+            refs = resolve_corpus(args.data or cfg["data"], cfg.get("src"), cfg.get("tgt")).read_split(args.split)[1]
+            refs_by_key[s.comparable] = refs[: args.limit] if args.limit else refs
+        name = Path(s.run).name
+        (args.out / f"{name}.{args.split}.hyp").write_text("".join(h + "\n" for h in s.hypotheses), encoding="utf-8")
+
+    keys = sorted(set(s.comparable for s in scores))
+    if len(keys) > 1:
+        print(f"warning: these runs fall into {len(keys)} sets that are not comparable (different test data, "
+              "tokenizer or protocol); each gets its own table", file=sys.stderr)
+    tables, markdown = [], []
+    for key in keys:
+        group = [s for s in scores if s.comparable == key]
+        rows = build_table(group, refs_by_key, args.bootstrap)
+        first = group[0]
+        title = f"{args.split} set, {len(group)} runs ({key})"
+        markdown.append(markdown_table(rows, title))
+        markdown.append(f"\nsacreBLEU: `{first.bleu_signature}`  \nchrF++: `{first.chrf_signature}`"
+                        + "".join(f"  \n{k}: `{v['signature']}`" for k, v in first.extra.items()))
+        tables.append({"comparable": key, "rows": rows, "bleu_signature": first.bleu_signature,
+                       "chrf_signature": first.chrf_signature,
+                       "runs": [{k: v for k, v in asdict(s).items() if k != "hypotheses"} for s in group]})
+    text = "\n\n".join(markdown)
+    if skipped:
+        text += "\n\nSkipped:\n" + "\n".join(f"- {s['run']}: {s['reason']}" for s in skipped)
+    print("\n" + text)
+    (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
+    (args.out / "results.json").write_text(json.dumps({"tables": tables, "skipped": skipped}, indent=2) + "\n")
+    with open(args.out / "results.csv", "w", newline="") as f:
+        fieldnames = ["comparable"] + sorted({k for t in tables for r in t["rows"] for k in r})
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        for t in tables:
+            for r in t["rows"]:
+                writer.writerow({"comparable": t["comparable"], **r})
+    print(f"\nwritten to {args.out}/ (results.md, results.csv, results.json, hypotheses) in {time.time() - started:.0f} s")
+    return 0

@@ -1,0 +1,78 @@
+"""evaluate.py on two small trained runs of different variants: the table, its files, and what it refuses."""
+
+import json
+import shutil
+
+import pytest
+
+from nmt.evaluate import main
+
+
+@pytest.fixture(scope="module")
+def table(toy_runs, tmp_path_factory):
+    runs, base = toy_runs
+    out = tmp_path_factory.mktemp("eval")
+    code = main([str(runs["rskip_ln"][0]), str(runs["post_ln"][0]), "--limit", "300", "--beam", "2",
+                 "--bootstrap", "200", "--out", str(out)])
+    assert code == 0
+    return json.loads((out / "results.json").read_text()), out, runs
+
+
+def test_one_table_with_post_ln_first(table):
+    results, out, _ = table
+    assert len(results["tables"]) == 1 and results["skipped"] == []
+    rows = results["tables"][0]["rows"]
+    assert [(r["variant"], r["lambda"]) for r in rows] == [("post_ln", 1.0), ("rskip_ln", 2.0)]
+    for r in rows:
+        assert r["bleu_mean"] > 1.0 and r["chrf_mean"] > 10 and r["seeds"] == 1 and r["diverged"] == 0
+        assert r["updates"] == 500 and r["tokens_seen"] > 0 and r["parameters"] > 0
+        assert r["compound_split_bleu"] > 0  # English→German: the literature's tokenized BLEU too
+    assert rows[0]["delta_bleu"] is None
+    assert rows[1]["delta_bleu"] == pytest.approx(rows[1]["bleu_mean"] - rows[0]["bleu_mean"], abs=1e-6)
+    assert 0 < rows[1]["p_value_max"] <= 1 and rows[1]["paired_seeds"] == 1
+
+
+def test_files_and_signatures(table):
+    results, out, runs = table
+    md = (out / "results.md").read_text()
+    assert "| post_ln | 1 |" in md and "| rskip_ln | 2 |" in md and "nrefs:1|case:mixed" in md and "first300" in md
+    assert (out / "results.csv").read_text().count("\n") == 3
+    hyp = (out / "rskip_ln.test.hyp").read_text().split("\n")
+    assert len(hyp) == 301
+    assert results["tables"][0]["chrf_signature"].startswith("nrefs:1")
+
+
+def test_incomparable_runs_get_separate_tables_and_broken_runs_are_skipped(toy_runs, tmp_path, capsys):
+    runs, _ = toy_runs
+    other = tmp_path / "other_spm"
+    shutil.copytree(runs["post_ln"][0], other)
+    prov = json.loads((other / "provenance.json").read_text())
+    prov["spm_model_sha256"] = "f" * 64  # as if trained with another SentencePiece model
+    (other / "provenance.json").write_text(json.dumps(prov))
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["post_ln"][0], broken)
+    best = broken / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes()[:1000])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    code = main([str(runs["post_ln"][0]), str(other), str(broken), str(empty), "--limit", "50", "--beam", "1",
+                 "--bootstrap", "50", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["tables"]) == 2  # never mixed
+    assert {s["run"] for s in results["skipped"]} == {str(broken), str(empty)}
+    assert "not comparable" in capsys.readouterr().err
+
+
+def test_average_of_last_checkpoints(toy_runs, tmp_path):
+    runs, _ = toy_runs
+    out = tmp_path / "avg"
+    assert main([str(runs["post_ln"][0]), "--average-last", "2", "--limit", "50", "--beam", "1", "--out", str(out)]) == 0
+    run = json.loads((out / "results.json").read_text())["tables"][0]["runs"][0]
+    assert run["checkpoint"] == "average of step-400.ckpt, step-500.ckpt"
+
+
+def test_nothing_to_evaluate(tmp_path, capsys):
+    assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no run could be evaluated" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+"""python -m nmt.translate on a trained run: stdin to stdout, files, blank lines, bad checkpoints."""
+
+import io
+import shutil
+
+import pytest
+
+from nmt.translate import CheckpointError, Translator, find_checkpoint, main
+
+
+def test_translates_stdin_to_stdout_in_order(toy_run, monkeypatch, capsys):
+    run_dir = toy_run[0]
+    lines = ["The man sees the dog.", "", "   ", "The woman reads a book today."]
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in lines)))
+    assert main([str(run_dir), "--beam", "2"]) == 0
+    out = capsys.readouterr().out.split("\n")
+    assert len(out) == len(lines) + 1 and out[-1] == ""
+    assert out[1] == "" and out[2] == ""  # blank source lines give blank translations
+    assert out[0] and out[3] and "⁇" not in out[0] + out[3]
+
+
+def test_file_input_output_and_greedy_equals_beam_1(toy_run, tmp_path):
+    run_dir, _, base = toy_run
+    src = base / "data" / "toy-en-de" / "test.en"
+    first = src.read_text().split("\n")[:20]
+    (tmp_path / "in.en").write_text("\n".join(first) + "\n")
+    assert main([str(run_dir), "--input", str(tmp_path / "in.en"), "--output", str(tmp_path / "out.de"), "--beam", "1"]) == 0
+    written = (tmp_path / "out.de").read_text().split("\n")[:-1]
+    translator = Translator.load(run_dir)
+    assert written == translator.translate(first, beam=1)
+    assert len(written) == 20
+
+
+def test_checkpoint_file_alone_is_enough(toy_run, tmp_path):
+    """Checkpoints carry their SentencePiece model: a copied file translates without its run directory."""
+    shutil.copy(toy_run[0] / "checkpoints" / "best.ckpt", tmp_path / "model.ckpt")
+    assert Translator.load(tmp_path / "model.ckpt").translate(["The dog sleeps."], beam=1)[0]
+
+
+def test_bad_checkpoints(toy_run, tmp_path, capsys):
+    truncated = tmp_path / "cut.ckpt"
+    data = (toy_run[0] / "checkpoints" / "best.ckpt").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    assert main([str(truncated)]) == 2
+    err = capsys.readouterr().err
+    assert "cut.ckpt: cannot be loaded" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(CheckpointError, match="no checkpoints/best.ckpt"):
+        find_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        find_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_cached_and_uncached_logits_agree_on_the_trained_model(toy_run):
+    """Every decoding step of a trained model gives the same logits with the cache as without it,
+    for a padded batch of sentences of different lengths."""
+    import torch
+
+    from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+    translator = Translator.load(toy_run[0])
+    model, tok = translator.model, translator.tokenizer
+    sentences = ["The man sees the dog.", "Today the clever woman has not read the old book in the garden.", "We hike."]
+    ids = tok.encode(sentences)
+    src = torch.full((3, max(map(len, ids)) + 1), PAD_ID)
+    for row, x in enumerate(ids):
+        src[row, : len(x)] = torch.tensor(x)
+        src[row, len(x)] = EOS_ID
+    hyps = translator.translate(sentences, beam=1)
+    tgt = tok.encode(hyps)
+    steps = max(map(len, tgt)) + 1
+    tgt_in = torch.full((3, steps), PAD_ID)
+    tgt_in[:, 0] = BOS_ID
+    for row, y in enumerate(tgt):
+        tgt_in[row, 1 : len(y) + 1] = torch.tensor(y)
+    with torch.no_grad():
+        memory, mask = model.encode(src)
+        full = model.decode(tgt_in, memory, mask)
+        cache = model.new_cache()
+        cached = torch.cat([model.decode(tgt_in[:, t : t + 1], memory, mask, cache) for t in range(steps)], dim=1)
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
