@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nmt.data.corpus import read_lines, resolve_corpus  # noqa: E402
+from nmt.data.corpus import data_root, read_lines, resolve_corpus  # noqa: E402
 from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load  # noqa: E402
 from nmt.model import Transformer, model_config  # noqa: E402
 from nmt.translate import Translator  # noqa: E402
@@ -48,31 +48,35 @@ def main() -> None:
     else:
         files = [corpus.file("train", corpus.src), corpus.file("train", corpus.tgt)]
         hashes = corpus.hashes()
-        spm = train_or_load(files, [hashes[str(f)] for f in files], Path("data/cache"), spm_settings(8000, "unigram", 2_000_000, 1))
+        spm = train_or_load(files, [hashes[str(f)] for f in files], data_root() / "cache", spm_settings(8000, "unigram", 2_000_000, 1))
         tokenizer = Tokenizer(spm)
         torch.manual_seed(0)
         model = Transformer(model_config(args.arch, tokenizer.vocab_size, dropout=0.0))
         translator = Translator(model, tokenizer, max_len_a=1.0, max_len_b=0)
         what = f"untrained `{args.arch}` model ({model.num_parameters():,} parameters), output length = source length"
 
+    def run(beam: int, cached: bool, n: int) -> tuple[int, bool, int, float, float]:
+        start = time.perf_counter()
+        translator.translate(lines[:n], beam=beam, max_tokens=args.max_tokens, use_cache=cached)
+        elapsed = time.perf_counter() - start
+        print(f"beam {beam} {'cached' if cached else 'uncached'}: {n} sentences in {elapsed:.1f} s", flush=True)
+        return beam, cached, n, elapsed, n / elapsed
+
+    small = min(args.lines, args.uncached_lines)
     rows = []
     for beam in (1, 4):
-        for cached in (True, False):
-            n = args.lines if cached else min(args.lines, args.uncached_lines)
-            batch = lines[:n]
-            start = time.perf_counter()
-            translator.translate(batch, beam=beam, max_tokens=args.max_tokens, use_cache=cached)
-            elapsed = time.perf_counter() - start
-            rows.append((beam, cached, n, elapsed, n / elapsed))
-            print(f"beam {beam} {'cached' if cached else 'uncached'}: {n} sentences in {elapsed:.1f} s", flush=True)
-    speed = {(b, c): s for b, c, _, _, s in rows}
-    print(f"\n{what}; first lines of {corpus.file('test', corpus.src)}; {args.threads} threads; "
-          f"torch {torch.__version__}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads\n")
-    print("| search | cache | sentences | seconds | sentences/s | cache speed-up |")
+        rows.append(run(beam, True, args.lines))
+        same = run(beam, True, small) if small < args.lines else rows[-1]  # the cache's speed-up on the same lines
+        uncached = run(beam, False, small)
+        rows.append(uncached)
+        rows[-1] = (*uncached, same[4] / uncached[4])
+    print(f"\n{what}; first lines of {corpus.file('test', corpus.src)}; torch {torch.__version__}; "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads\n")
+    print("| search | cache | sentences | seconds | sentences/s | cache speed-up (same sentences) |")
     print("|---|---|---|---|---|---|")
-    for beam, cached, n, elapsed, sps in rows:
-        up = f"{speed[(beam, True)] / speed[(beam, False)]:.1f}×" if cached else ""
-        print(f"| {'greedy' if beam == 1 else f'beam {beam}'} | {'yes' if cached else 'no'} | {n} | {elapsed:.1f} | {sps:.1f} | {up} |")
+    for beam, cached, n, elapsed, sps, *up in rows:
+        name = "greedy" if beam == 1 else f"beam {beam}"
+        print(f"| {name} | {'yes' if cached else 'no'} | {n} | {elapsed:.1f} | {sps:.1f} | {f'{up[0]:.1f}×' if up else ''} |")
 
 
 if __name__ == "__main__":

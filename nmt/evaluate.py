@@ -4,7 +4,8 @@ For every run directory: load its best checkpoint (or the average of its last N 
 translate the split with beam search, and score it with sacreBLEU (13a, cased, detokenized output
 against the raw references) and chrF++, keeping their signatures. For an English→German corpus also the
 literature's tokenized BLEU with compound splitting (what Vaswani et al.'s 27.3/28.4 are), labelled as
-such. Hypotheses are written next to the scores.
+such; for a corpus distributed tokenized (``--tokenized``, e.g. IWSLT'15 EN-VI) the BLEU of its tokens.
+Hypotheses are written next to the scores.
 
 The table groups runs by skip variant and λ: parameters, updates, target tokens seen, wall time, seeds,
 diverged runs (shown, never silently dropped: the mean is over the runs that did not diverge, and the
@@ -93,7 +94,7 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
     """Translate and score one run; raises SkipRun when it cannot be evaluated."""
     from nmt.average import average_checkpoints, last_checkpoints
     from nmt.data.corpus import DataError, resolve_corpus
-    from nmt.metrics import chrf_pp_score, compound_split_bleu, sacrebleu_score
+    from nmt.metrics import chrf_pp_score, compound_split_bleu, sacrebleu_score, tokenized_bleu
     from nmt.translate import CheckpointError, Translator, find_checkpoint, load_checkpoint
 
     if not (run / "config.yaml").is_file():
@@ -122,7 +123,9 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
     hyps = translator.translate(sources, beam=args.beam, lenpen=args.lenpen, lenpen_style=args.lenpen_style)
     bleu, chrf = sacrebleu_score(hyps, refs), chrf_pp_score(hyps, refs)
     extra = {}
-    if corpus.tgt == "de":
+    if args.tokenized:
+        extra["tokenized_bleu"] = tokenized_bleu(hyps, refs)
+    elif corpus.tgt == "de":
         extra["compound_split_bleu"] = compound_split_bleu(hyps, refs, "de")
 
     prov = {}
@@ -132,6 +135,8 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
     ref_hash = hashlib.sha256("\n".join(refs).encode()).hexdigest()[:12]
     spm_hash = prov.get("spm_model_sha256", hashlib.sha256(translator.tokenizer.model_bytes).hexdigest())[:12]
     protocol = f"{args.split}:{ref_hash}|spm:{spm_hash}|beam{args.beam}|lp{args.lenpen_style}{args.lenpen:g}"
+    if args.tokenized:
+        protocol += "|tokenized"
     if args.limit:
         protocol += f"|first{args.limit}"
     return RunScore(
@@ -237,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gnmt: ((5+len)/6)^α (Wu et al. 2016, as Vaswani et al.); fairseq: len^α")
     p.add_argument("--average-last", type=int, default=0, metavar="N",
                    help="average the last N step-<N>.ckpt checkpoints instead of using best.ckpt")
+    p.add_argument("--tokenized", action="store_true",
+                   help="the references are distributed tokenized (e.g. IWSLT'15 EN-VI, Moses-tokenized): also report "
+                   "BLEU on their whitespace tokens, without further tokenization (multi-bleu.perl style), the number "
+                   "that corpus's literature reports")
     p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N sentences only (labelled in the table)")
     p.add_argument("--out", type=Path, default=Path("eval"), help="folder for the tables and hypotheses")

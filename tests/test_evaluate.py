@@ -73,6 +73,17 @@ def test_average_of_last_checkpoints(toy_runs, tmp_path):
     assert run["checkpoint"] == "average of step-400.ckpt, step-500.ckpt"
 
 
+def test_tokenized_protocol(toy_runs, tmp_path):
+    """--tokenized scores whitespace tokens as they are (multi-bleu style) and is its own comparable set."""
+    runs, _ = toy_runs
+    out = tmp_path / "tok"
+    assert main([str(runs["post_ln"][0]), "--tokenized", "--limit", "50", "--beam", "1", "--out", str(out)]) == 0
+    table = json.loads((out / "results.json").read_text())["tables"][0]
+    assert "|tokenized" in table["comparable"]
+    run = table["runs"][0]
+    assert "tok:none" in run["extra"]["tokenized_bleu"]["signature"] and "compound_split_bleu" not in run["extra"]
+
+
 def test_nothing_to_evaluate(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no run could be evaluated" in capsys.readouterr().err
