@@ -158,6 +158,9 @@ def make_config(values: dict, origin: str = "config") -> TrainConfig:
             value = str(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ConfigError(f"{origin}: {name} must be {kind.__name__}, got {value!r}")
+        choices = FIELDS[name].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{origin}: {name} must be one of {', '.join(choices)}, got {value!r}")
         out[name] = value
     return TrainConfig(**out)
 

@@ -61,6 +61,13 @@ def test_wrong_type_in_preset(tmp_path):
         parse_args(["--config", str(preset)])
 
 
+def test_invalid_choice_in_preset_names_file(tmp_path):
+    preset = tmp_path / "c.yaml"
+    preset.write_text("arch: huge\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: arch must be one of tiny, small, base, big, got 'huge'"):
+        parse_args(["--config", str(preset)])
+
+
 def test_saved_config_roundtrip(tmp_path):
     cfg = TrainConfig(skip="xskip_ln", lam=0.5, arch="tiny", src="en", tgt="de")
     save_config(cfg, tmp_path / "config.yaml")

@@ -118,6 +118,7 @@ def test_existing_run_dir_is_not_overwritten(toy_run, capsys):
         (["--skip", "post_ln", "--lambda", "2"], "--lambda: skip variant 'post_ln' has no λ"),
         (["--skip", "nope"], "--skip: unknown skip variant 'nope'"),
         (["--data", "/no/such/folder"], "--data /no/such/folder: no such folder"),
+        (["--max-tokens", "100"], "--max-tokens 100 is smaller than --max-len 256"),
     ],
 )
 def test_bad_flags_give_one_line_errors(args, message, capsys, tmp_path):
