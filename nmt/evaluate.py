@@ -58,6 +58,7 @@ class RunScore:
     extra: dict = field(default_factory=dict)  # protocol-specific scores (e.g. compound-split BLEU)
     comparable: str = ""  # key of the set of runs this one may be compared with
     hypotheses: list[str] = field(default_factory=list, repr=False)
+    references: list[str] = field(default_factory=list, repr=False)
 
 
 class SkipRun(Exception):
@@ -158,6 +159,7 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
         extra=extra,
         comparable=protocol,
         hypotheses=hyps,
+        references=refs,
     )
 
 
@@ -167,7 +169,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def build_table(scores: list[RunScore], refs_by_key: dict[str, list[str]], bootstrap: int) -> list[dict]:
+def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
     """One row per (skip, λ) among comparable runs, with Δ BLEU and bootstrap p against post_ln."""
     from nmt.metrics import paired_bootstrap
 
@@ -201,7 +203,7 @@ def build_table(scores: list[RunScore], refs_by_key: dict[str, list[str]], boots
         if (skip, lam) != (BASELINE, 1.0) and baseline:
             pairs = [(baseline[r.seed], r) for r in ok if r.seed in baseline]
             if pairs:
-                tests = [paired_bootstrap(b.hypotheses, r.hypotheses, refs_by_key[r.comparable], n=bootstrap, seed=r.seed)
+                tests = [paired_bootstrap(b.hypotheses, r.hypotheses, r.references, n=bootstrap, seed=r.seed)
                          for b, r in pairs]
                 row["delta_bleu"] = statistics.fmean(t["delta"] for t in tests)
                 row["p_value_max"] = max(t["p_value"] for t in tests)
@@ -270,14 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     args.out.mkdir(parents=True, exist_ok=True)
-    refs_by_key = {}
-    from nmt.data.corpus import resolve_corpus
-
     for s in scores:
-        if s.comparable not in refs_by_key:
-            cfg = _read_yaml(Path(s.run) / "config.yaml")
-            refs = resolve_corpus(args.data or cfg["data"], cfg.get("src"), cfg.get("tgt")).read_split(args.split)[1]
-            refs_by_key[s.comparable] = refs[: args.limit] if args.limit else refs
         name = Path(s.run).name
         (args.out / f"{name}.{args.split}.hyp").write_text("".join(h + "\n" for h in s.hypotheses), encoding="utf-8")
 
@@ -288,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     tables, markdown = [], []
     for key in keys:
         group = [s for s in scores if s.comparable == key]
-        rows = build_table(group, refs_by_key, args.bootstrap)
+        rows = build_table(group, args.bootstrap)
         first = group[0]
         title = f"{args.split} set, {len(group)} runs ({key})"
         markdown.append(markdown_table(rows, title))
@@ -296,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                         + "".join(f"  \n{k}: `{v['signature']}`" for k, v in first.extra.items()))
         tables.append({"comparable": key, "rows": rows, "bleu_signature": first.bleu_signature,
                        "chrf_signature": first.chrf_signature,
-                       "runs": [{k: v for k, v in asdict(s).items() if k != "hypotheses"} for s in group]})
+                       "runs": [{k: v for k, v in asdict(s).items() if k not in ("hypotheses", "references")} for s in group]})
     text = "\n\n".join(markdown)
     if skipped:
         text += "\n\nSkipped:\n" + "\n".join(f"- {s['run']}: {s['reason']}" for s in skipped)

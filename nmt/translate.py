@@ -16,8 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from nmt.data.batching import length_batches
 from nmt.data.corpus import DataError, read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decode import beam_search, greedy_decode
@@ -95,7 +97,9 @@ class Translator:
         ids = self.tokenizer.encode(lines)
         todo = sorted((i for i, line in enumerate(lines) if line.strip()), key=lambda i: len(ids[i]))
         out: list[list[int]] = [[] for _ in lines]
-        for batch in _length_batches(todo, [len(x) + 1 for x in ids], max(1, max_tokens // max(beam, 1))):
+        lengths = np.array([len(x) + 1 for x in ids])
+        bound = max(max_tokens // max(beam, 1), int(lengths.max(initial=1)))  # never refuse one long sentence
+        for batch in length_batches(lengths, lengths, bound, np.array(todo, dtype=np.int64)):
             src = torch.full((len(batch), max(len(ids[i]) for i in batch) + 1), PAD_ID, dtype=torch.long)
             for row, i in enumerate(batch):
                 src[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
@@ -110,18 +114,6 @@ class Translator:
                 out[i] = hyp
         texts = self.tokenizer.decode(out)
         return [text if lines[i].strip() else "" for i, text in enumerate(texts)]
-
-
-def _length_batches(order: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Consecutive groups of ``order`` (sorted by length) whose padded size stays within ``max_tokens``."""
-    batches, batch, longest = [], [], 0
-    for i in order:
-        if batch and max(longest, lengths[i]) * (len(batch) + 1) > max_tokens:
-            batches.append(batch)
-            batch, longest = [], 0
-        batch.append(i)
-        longest = max(longest, lengths[i])
-    return batches + ([batch] if batch else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
