@@ -4,6 +4,9 @@ A checkpoint is written to a temporary file in the same folder, flushed and fsyn
 the target (an atomic operation on POSIX file systems) and the folder is fsync'ed so that the rename
 itself survives a crash. Until the rename, the previous checkpoint of that name is untouched; if the
 write fails (a full disk, say) the temporary file is removed and the error names the checkpoint.
+
+``read_checkpoint`` and ``newest_valid_checkpoint`` tell a resumable checkpoint from a truncated,
+corrupt or weights-only file, so that ``--resume`` can fall back to the newest valid one.
 """
 
 from __future__ import annotations
@@ -26,20 +29,47 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            out = _WriteErrors(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError:
+                if out.error is not None:  # torch reports a failed write as "unexpected pos ..."; give the real cause
+                    raise out.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror}; the previous one is intact") from e
+            reason = e.strerror or str(e)
+            raise OSError(e.errno, f"could not write checkpoint {path}: {reason}; the previous one is intact") from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class _WriteErrors:
+    """A binary file for ``torch.save`` that remembers the OSError of a failed write (ENOSPC, EFBIG, EIO).
+
+    torch.save swallows it and raises a RuntimeError about the stream position instead.
+    """
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _umask() -> int:
@@ -80,3 +110,65 @@ def periodic_checkpoints(folder: str | os.PathLike) -> list[Path]:
     """The ``step-<N>.ckpt`` files of ``folder``, oldest first (by N, not by name or time)."""
     files = [p for p in Path(folder).glob("step-*.ckpt") if p.stem[5:].isdigit()]
     return sorted(files, key=lambda p: int(p.stem[5:]))
+
+
+RESUMABLE_KEYS = ("state_dict", "global_step", "epoch", "loops", "optimizer_states", "lr_schedulers")
+"""What Lightning needs to resume training from a checkpoint (a weights-only file lacks the last four)."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """Load ``path`` on the CPU: ``(checkpoint, None)``, or ``(None, why it cannot be resumed from)``."""
+    path = Path(path)
+    if not path.is_file():
+        return None, "missing"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own files
+    except Exception as e:  # a truncated zip, garbage bytes, a bad pickle: each library raises its own kind
+        detail = (str(e).strip().splitlines() or [""])[0][:200]
+        return None, f"unreadable, truncated or corrupt ({type(e).__name__}: {detail})"
+    if not isinstance(ckpt, dict):
+        return None, f"not a Lightning checkpoint (holds a {type(ckpt).__name__})"
+    missing = [k for k in RESUMABLE_KEYS if k not in ckpt]
+    if missing:
+        return None, f"not a resumable checkpoint (no {', '.join(missing)})"
+    if not isinstance(ckpt["global_step"], int):
+        return None, f"not a resumable checkpoint (global_step is {ckpt['global_step']!r})"
+    return ckpt, None
+
+
+def newest_valid_checkpoint(
+    folder: str | os.PathLike, preferred: str | os.PathLike | None = None
+) -> tuple[Path | None, dict | None, list[tuple[Path, str]]]:
+    """The checkpoint to resume from: ``preferred`` (``last.ckpt``) if it is valid, else the valid one of
+    ``folder``'s ``step-<N>.ckpt`` and ``best.ckpt`` with the highest global step.
+
+    Returns ``(path, checkpoint, skipped)``: the chosen file (None if no file is valid), its loaded
+    contents, and every file tried and rejected with the reason. Files are loaded newest first and the
+    search stops at the first valid one, so a healthy ``last.ckpt`` costs a single load.
+    """
+    folder = Path(folder)
+    skipped: list[tuple[Path, str]] = []
+    if preferred is not None:
+        ckpt, problem = read_checkpoint(preferred)
+        if problem is None:
+            return Path(preferred), ckpt, skipped
+        skipped.append((Path(preferred), problem))
+    best_path, best, best_step = folder / "best.ckpt", None, -1
+    if best_path.is_file() and best_path != Path(preferred or ""):
+        best, problem = read_checkpoint(best_path)
+        if problem is None:
+            best_step = best["global_step"]
+        else:
+            skipped.append((best_path, problem))
+    for path in reversed(periodic_checkpoints(folder)):
+        if path == Path(preferred or ""):
+            continue
+        if int(path.stem[5:]) <= best_step:
+            break  # best.ckpt is at least as new as the rest
+        ckpt, problem = read_checkpoint(path)
+        if problem is None:
+            return path, ckpt, skipped
+        skipped.append((path, problem))
+    if best is not None:
+        return best_path, best, skipped
+    return None, None, skipped

@@ -26,13 +26,16 @@ def _opt(default: Any, help: str, **extra) -> Any:
 @dataclass
 class TrainConfig:
     # --- data
-    data: str = _opt("toy", "'toy' (the embedded generated corpus) or a folder with train/valid/test.{src,tgt}")
+    data: str = _opt("toy", "'toy' (the embedded generated corpus), a folder with train/valid/test.{src,tgt}, a named "
+                     "dataset (wmt14-en-de, iwslt15-en-vi) or the name of a folder under data/ (see data/README.md)")
     src: str | None = _opt(None, "source language code (file suffix); inferred when the folder has en and one other")
     tgt: str | None = _opt(None, "target language code (file suffix)")
     vocab_size: int = _opt(2000, "joint SentencePiece vocabulary size (an upper bound on small corpora)")
     spm_type: str = _opt("unigram", "SentencePiece model type: unigram or bpe", choices=["unigram", "bpe"])
     spm_sample: int = _opt(2_000_000, "at most this many sentences sampled to train SentencePiece")
     max_len: int = _opt(256, "training pairs longer than this many tokens (either side) are dropped")
+    max_len_ratio: float = _opt(3.0, "training pairs whose longer side has more than this many times the tokens of "
+                                "the shorter (each counted with its EOS) are dropped (0: no ratio filter)")
     # --- model
     arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), small (6+6, d 256), base or big (Vaswani et al.)",
                      choices=["tiny", "small", "base", "big"])
@@ -49,6 +52,8 @@ class TrainConfig:
     adam_eps: float = _opt(1e-9, "Adam ε")
     weight_decay: float = _opt(0.0, "L2 weight decay (Adam's, not decoupled)")
     clip_norm: float = _opt(0.0, "clip the gradient norm to this value (0: no clipping)")
+    max_nonfinite: int = _opt(5, "an update with a non-finite loss or gradient is skipped; stop the run as diverged "
+                              "after this many in a row (0: never stop)")
     label_smoothing: float = _opt(0.1, "label smoothing ε of the cross-entropy loss")
     max_tokens: int = _opt(4096, "a batch's padded size bound: max(source, target length) × sentences")
     accumulate: int = _opt(1, "gradient accumulation: batches per update")
@@ -79,7 +84,8 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
-RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers"}
+RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers",
+             "max_nonfinite"}
 """Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
 
 

@@ -2,13 +2,16 @@
 
 Lightning's CSVLogger deletes an existing ``metrics.csv`` when it starts, so a resumed run would lose
 every metric logged before the interruption. This logger appends instead, and starts from the header
-already in the file, so that rows keep their columns.
+already in the file, so that rows keep their columns. Rows logged after the checkpoint a run resumes
+from were made by the interrupted process and are logged again by the resumed one; ``drop_after``
+removes them first, so every step appears once.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import tempfile
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -38,3 +41,21 @@ class ResumableCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def drop_after(self, step: int) -> None:
+        """Remove the rows of metrics.csv logged at a step after ``step`` (rewritten atomically)."""
+        path = os.path.join(self.log_dir, "metrics.csv")
+        if not os.path.isfile(path):
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = reader.fieldnames or [], list(reader)
+        kept = [row for row in rows if not row.get("step") or int(float(row["step"])) <= step]
+        if len(kept) == len(rows):
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.log_dir, prefix=".metrics.", suffix=".csv")
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)

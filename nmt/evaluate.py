@@ -2,10 +2,11 @@
 
 For every run directory: load its best checkpoint (or the average of its last N periodic checkpoints),
 translate the split with beam search, and score it with sacreBLEU (13a, cased, detokenized output
-against the raw references) and chrF++, keeping their signatures. For an English→German corpus also the
-literature's tokenized BLEU with compound splitting (what Vaswani et al.'s 27.3/28.4 are), labelled as
-such; for a corpus distributed tokenized (``--tokenized``, e.g. IWSLT'15 EN-VI) the BLEU of its tokens.
-Hypotheses are written next to the scores.
+against the raw references) and chrF++, keeping their signatures, plus the extra scores of the corpus's
+evaluation protocol (``nmt.data.catalog.Protocol``): for WMT'14 EN-DE, and any corpus into German, the
+literature's tokenized BLEU with compound splitting (what Vaswani et al.'s 27.3/28.4 are); for IWSLT'15
+EN-VI, distributed tokenized, the BLEU of its own tokens. ``--tokenized`` forces the latter protocol on
+any corpus. The protocol is stated with the scores. Hypotheses are written next to the scores.
 
 The table groups runs by skip variant and λ: parameters, updates, target tokens seen, wall time, seeds,
 diverged runs (shown, never silently dropped: the mean is over the runs that did not diverge, and the
@@ -57,8 +58,10 @@ class RunScore:
     chrf_signature: str
     extra: dict = field(default_factory=dict)  # protocol-specific scores (e.g. compound-split BLEU)
     comparable: str = ""  # key of the set of runs this one may be compared with
+    protocol: dict = field(default_factory=dict)  # the scoring protocol (nmt.data.catalog.Protocol.to_dict())
     hypotheses: list[str] = field(default_factory=list, repr=False)
     references: list[str] = field(default_factory=list, repr=False)
+    diverged_at_step: int | None = None  # the update where the divergence began, when known
 
 
 class SkipRun(Exception):
@@ -72,34 +75,70 @@ def _read_yaml(path: Path) -> dict:
         raise SkipRun(f"{path}: {e}") from None
 
 
-def _diverged(run: Path) -> bool:
-    """True when the run logged a non-finite training loss or its results say it diverged."""
-    results = run / "results.json"
-    if results.is_file():
-        try:
-            if json.loads(results.read_text()).get("diverged"):
-                return True
-        except ValueError:
-            pass
+def _results(run: Path) -> dict:
+    """The run's results.json, or {} when it has none (or an unreadable one)."""
+    try:
+        record = json.loads((run / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _diverged(run: Path) -> tuple[bool, int | None]:
+    """Whether the run diverged, and the update where the divergence began when that is known.
+
+    results.json decides when it says: train.py records ``diverged`` and ``diverged_at_step`` (a skipped
+    update with a non-finite loss is not a divergence: training went on). Without that record (older
+    runs, runs still training or killed), the first non-finite training loss in metrics.csv.
+    """
+    record = _results(run)
+    if "diverged" in record:
+        return bool(record["diverged"]), record.get("diverged_at_step")
     metrics = run / "metrics.csv"
     if metrics.is_file():
         with open(metrics, newline="") as f:
             for row in csv.DictReader(f):
                 value = row.get("train/loss") or ""
                 if value and not math.isfinite(float(value)):
-                    return True
-    return False
+                    step = row.get("step") or ""
+                    return True, int(float(step)) if step else None
+    return False, None
+
+
+def scoring_protocol(corpus, tokenized: bool = False):
+    """The protocol a corpus is scored with; ``tokenized`` (``--tokenized``) forces BLEU on its own tokens."""
+    from nmt.data.catalog import Protocol
+
+    if tokenized:
+        return Protocol(corpus.protocol.test_set, bleu_tokenize="none", extra=("tokenized_bleu",))
+    return corpus.protocol
+
+
+def extra_scores(protocol, hyps: list[str], refs: list[str], tgt: str) -> dict:
+    """The scores ``protocol.extra`` names, each a dict with ``score`` and ``signature``."""
+    from nmt.metrics import compound_split_bleu, tokenized_bleu
+
+    metrics = {
+        "compound_split_bleu": lambda: compound_split_bleu(hyps, refs, tgt),
+        "tokenized_bleu": lambda: tokenized_bleu(hyps, refs),
+    }
+    return {name: metrics[name]() for name in protocol.extra}
 
 
 def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
     """Translate and score one run; raises SkipRun when it cannot be evaluated."""
     from nmt.average import average_checkpoints, last_checkpoints
     from nmt.data.corpus import DataError, resolve_corpus
-    from nmt.metrics import chrf_pp_score, compound_split_bleu, sacrebleu_score, tokenized_bleu
+    from nmt.metrics import chrf_pp_score, sacrebleu_score
     from nmt.translate import CheckpointError, Translator, find_checkpoint, load_checkpoint
 
     if not (run / "config.yaml").is_file():
         raise SkipRun(f"{run}: no config.yaml (not a run directory, or an incomplete one)")
+    record = _results(run)
+    if record.get("finished") is False and not record.get("diverged"):
+        raise SkipRun(f"{run}: training was stopped by {record.get('stopped', 'a signal')} at update "
+                      f"{record.get('steps', '?')} and has not finished; resume it with python train.py --resume "
+                      f"--run-dir {run}")
     cfg = _read_yaml(run / "config.yaml")
     try:
         if args.average_last:
@@ -123,11 +162,8 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
 
     hyps = translator.translate(sources, beam=args.beam, lenpen=args.lenpen, lenpen_style=args.lenpen_style)
     bleu, chrf = sacrebleu_score(hyps, refs), chrf_pp_score(hyps, refs)
-    extra = {}
-    if args.tokenized:
-        extra["tokenized_bleu"] = tokenized_bleu(hyps, refs)
-    elif corpus.tgt == "de":
-        extra["compound_split_bleu"] = compound_split_bleu(hyps, refs, "de")
+    scoring = scoring_protocol(corpus, args.tokenized)
+    extra = extra_scores(scoring, hyps, refs, corpus.tgt)
 
     prov = {}
     if (run / "provenance.json").is_file():
@@ -135,11 +171,10 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
     results = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
     ref_hash = hashlib.sha256("\n".join(refs).encode()).hexdigest()[:12]
     spm_hash = prov.get("spm_model_sha256", hashlib.sha256(translator.tokenizer.model_bytes).hexdigest())[:12]
-    protocol = f"{args.split}:{ref_hash}|spm:{spm_hash}|beam{args.beam}|lp{args.lenpen_style}{args.lenpen:g}"
-    if args.tokenized:
-        protocol += "|tokenized"
+    protocol = f"{args.split}:{ref_hash}|spm:{spm_hash}|beam{args.beam}|lp{args.lenpen_style}{args.lenpen:g}|{scoring.key()}"
     if args.limit:
         protocol += f"|first{args.limit}"
+    diverged, diverged_at = _diverged(run)
     return RunScore(
         run=str(run),
         skip=cfg.get("skip", "?"),
@@ -150,7 +185,8 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
         updates=int(ckpt.get("global_step", 0)),
         tokens_seen=int(ckpt.get("tokens_seen", 0)),
         wall_time_s=results.get("wall_time_s"),
-        diverged=_diverged(run),
+        diverged=diverged,
+        diverged_at_step=diverged_at,
         checkpoint=described,
         bleu=bleu["score"],
         bleu_signature=bleu["signature"],
@@ -158,6 +194,7 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
         chrf_signature=chrf["signature"],
         extra=extra,
         comparable=protocol,
+        protocol=scoring.to_dict(),
         hypotheses=hyps,
         references=refs,
     )
@@ -245,9 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--average-last", type=int, default=0, metavar="N",
                    help="average the last N step-<N>.ckpt checkpoints instead of using best.ckpt")
     p.add_argument("--tokenized", action="store_true",
-                   help="the references are distributed tokenized (e.g. IWSLT'15 EN-VI, Moses-tokenized): also report "
-                   "BLEU on their whitespace tokens, without further tokenization (multi-bleu.perl style), the number "
-                   "that corpus's literature reports")
+                   help="override the corpus's protocol: its references are distributed tokenized, so report BLEU on "
+                   "their whitespace tokens, without further tokenization (multi-bleu.perl style), instead of the "
+                   "protocol's extra scores. Named datasets need no flag (--data iwslt15-en-vi is scored so already)")
     p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N sentences only (labelled in the table)")
     p.add_argument("--out", type=Path, default=Path("eval"), help="folder for the tables and hypotheses")
@@ -266,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {run}: {e}", file=sys.stderr, flush=True)
             continue
         scores.append(score)
-        print(f"{run}: BLEU {score.bleu:.2f}  chrF++ {score.chrf:.2f}  ({score.checkpoint})", flush=True)
+        diverged = ""
+        if score.diverged:
+            diverged = "  diverged" + (f" at update {score.diverged_at_step}" if score.diverged_at_step else "")
+        print(f"{run}: BLEU {score.bleu:.2f}  chrF++ {score.chrf:.2f}  ({score.checkpoint}){diverged}", flush=True)
     if not scores:
         print("evaluate.py: error: no run could be evaluated", file=sys.stderr)
         return 2
@@ -287,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         first = group[0]
         title = f"{args.split} set, {len(group)} runs ({key})"
         markdown.append(markdown_table(rows, title))
-        markdown.append(f"\nsacreBLEU: `{first.bleu_signature}`  \nchrF++: `{first.chrf_signature}`"
+        markdown.append(f"\nprotocol: {first.protocol['description']}"
+                        f"  \nsacreBLEU: `{first.bleu_signature}`  \nchrF++: `{first.chrf_signature}`"
                         + "".join(f"  \n{k}: `{v['signature']}`" for k, v in first.extra.items()))
-        tables.append({"comparable": key, "rows": rows, "bleu_signature": first.bleu_signature,
+        tables.append({"comparable": key, "protocol": first.protocol, "rows": rows, "bleu_signature": first.bleu_signature,
                        "chrf_signature": first.chrf_signature,
                        "runs": [{k: v for k, v in asdict(s).items() if k not in ("hypotheses", "references")} for s in group]})
     text = "\n\n".join(markdown)

@@ -9,6 +9,9 @@
 - Logged every ``log_every`` updates: loss, NLL, perplexity, learning rate, gradient norm (before
   clipping) and non-padding target tokens per second. Validation: loss, perplexity and the BLEU of
   cached greedy decoding (sacreBLEU on detokenized output against the raw references).
+- An update whose loss or gradient is not finite is skipped, never applied, and counted
+  (``train/skipped_steps``, in checkpoints); ``max_nonfinite`` in a row stop the run as diverged.
+  See ``optimizer_step`` for what a skipped update does and does not count as.
 - Under data parallelism each rank decodes its share; hypotheses are gathered with their sentence
   numbers, duplicates from sampler padding dropped, and BLEU computed once on the whole set.
 """
@@ -60,7 +63,8 @@ class TranslationModule(L.LightningModule):
     """A Transformer with its loss, optimiser, schedule and validation.
 
     ``model`` is a ``ModelConfig`` as a dict; ``optim`` holds lr, warmup, adam_betas, adam_eps,
-    weight_decay and label_smoothing; ``decoding`` holds max_len_a and max_len_b; ``log_every`` is
+    weight_decay and label_smoothing; ``decoding`` holds max_len_a, max_len_b and optionally bleu_tokenize
+    (the tokenization of validation and test BLEU, "13a" by default, see nmt.data.catalog); ``log_every`` is
     how often training metrics are computed and logged.
     """
 
@@ -82,6 +86,10 @@ class TranslationModule(L.LightningModule):
         self.echo = None  # a print function: one line per validation, and per training row if echo_training
         self.echo_training = True
         self.test_result: dict | None = None
+        self.max_nonfinite = 5  # stop as diverged after this many skipped updates in a row (0: never); see optimizer_step
+        self.nonfinite_skipped = 0  # updates skipped for a non-finite loss or gradient, over the whole run (in checkpoints)
+        self.nonfinite_streak = 0  # of them, how many in a row up to the last update (in checkpoints)
+        self._skipped_update = False
 
     # ------------------------------------------------------------------ training
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
@@ -113,8 +121,79 @@ class TranslationModule(L.LightningModule):
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             self._pending["train/grad_norm"] = torch.nn.utils.get_total_norm(grads)
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """One update, skipped when its loss or gradient is not finite.
+
+        The closure (training_step and backward of the update's last batch) runs here; then one host
+        synchronisation checks that the loss and every gradient element are finite (under data
+        parallelism the gradients are already all-reduced and the decision is reduced too, so every
+        process decides alike); only then does ``optimizer.step()`` run, with Lightning's
+        on_before_optimizer_step hook and gradient clipping. A skipped update
+
+        - changes nothing: no optimizer step, so the weights and Adam's moments and step count are
+          untouched, and ``lr_scheduler_step`` does not advance the learning-rate schedule;
+        - still counts as a step of ``trainer.global_step`` (Lightning counts calls of this hook, not what
+          the optimizer did): --max-steps and the logging, saving and validation intervals count it, and
+          after s skipped updates the learning rate at global step g is the schedule's value at g − s;
+          its target tokens are not added to ``tokens_seen`` (tokens trained on);
+        - is counted in ``nonfinite_skipped`` (logged as train/skipped_steps, kept in checkpoints, reported
+          in results.json). ``max_nonfinite`` in a row (0: no limit) raise ``TrainingStopped`` as diverged
+          before anything is saved, so the checkpoints keep the last state reached by finite updates.
+
+        With fp16 loss scaling the GradScaler skips non-finite steps by design (and lowers its scale):
+        that path is Lightning's own, unchanged, and its skips are not counted.
+        """
+        if optimizer_closure is None or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            self._skipped_update = False
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        loss = optimizer_closure()
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        if grads:  # the largest |element| (∞-norm): NaN propagates, and unlike the 2-norm it cannot overflow
+            finite = torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf))
+        if loss is not None:
+            finite = finite & torch.isfinite(loss.detach())
+        ok = self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)  # bool(): the one host sync
+        self._skipped_update = not ok
+        if ok:
+            self.nonfinite_streak = 0
+            optimizer.step()
+            return
+        step = self.trainer.global_step + 1  # the update being made; global_step counts it once this hook returns
+        self.nonfinite_skipped += 1
+        self.nonfinite_streak += 1
+        self.tokens_seen -= self._update_tokens
+        if self._logging_this_update():
+            self._pending["train/grad_norm"] = torch.nn.utils.get_total_norm(grads)
+        limit = self.max_nonfinite
+        if self.echo is not None:
+            self.echo(f"update {step}: non-finite loss or gradient, update skipped ({self.nonfinite_streak} in a row"
+                      + (f", the run stops at {limit}" if limit else "") + f"; {self.nonfinite_skipped} in all)")
+        if limit and self.nonfinite_streak >= limit:
+            from nmt.signals import TrainingStopped
+
+            first = step - self.nonfinite_streak + 1
+            for logger in self.loggers:
+                logger.log_metrics({"train/skipped_steps": float(self.nonfinite_skipped)}, step=step)
+                logger.save()
+            raise TrainingStopped(
+                f"training diverged: updates {first}–{step} ({self.nonfinite_streak} in a row, --max-nonfinite "
+                f"{limit}) had a non-finite loss or gradient; none was applied and nothing was saved at the stop, "
+                "so the checkpoints hold the last state reached by finite updates",
+                reason="diverged", step=step, exit_status=3, diverged_at_step=first,
+            )
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """Advance the learning-rate schedule only after an update that was applied (see ``optimizer_step``)."""
+        if not self._skipped_update:
+            super().lr_scheduler_step(scheduler, metric)
+
     def on_train_start(self) -> None:
         self._last_step = self.trainer.global_step
+        if self.trainer.is_global_zero:  # resumed: the interrupted process's rows after the checkpoint are redone
+            for logger in self.loggers:
+                if hasattr(logger, "drop_after"):
+                    logger.drop_after(self.trainer.global_step)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.trainer.global_step
@@ -128,6 +207,7 @@ class TranslationModule(L.LightningModule):
         row = {k: float(v) for k, v in self._pending.items()}  # the only host synchronisation, once per interval
         row["train/ppl"] = math.exp(min(row["train/nll"], 100.0))
         row["train/tgt_tokens"] = float(tokens)
+        row["train/skipped_steps"] = float(self.nonfinite_skipped)
         row["train/tokens_seen"] = float(self.tokens_seen)
         row["epoch"] = float(self.current_epoch)
         if self._time_of_log is not None:
@@ -170,9 +250,13 @@ class TranslationModule(L.LightningModule):
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["nonfinite"] = {"skipped": self.nonfinite_skipped, "streak": self.nonfinite_streak}
+        checkpoint["world_size"] = self.trainer.world_size  # processes (devices × nodes): --resume refuses another
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        nonfinite = checkpoint.get("nonfinite", {})
+        self.nonfinite_skipped, self.nonfinite_streak = nonfinite.get("skipped", 0), nonfinite.get("streak", 0)
 
     # ------------------------------------------------------------------ validation and test
     def _eval_step(self, batch: dict) -> None:
@@ -199,7 +283,8 @@ class TranslationModule(L.LightningModule):
         ids = sorted(by_id)
         hyps = data.tokenizer.decode([by_id[i] for i in ids])
         refs = [data.references(split)[i] for i in ids]
-        bleu = sacrebleu.BLEU()
+        tokenize = self.decoding.get("bleu_tokenize", "13a")  # "none" for a corpus distributed tokenized
+        bleu = sacrebleu.BLEU(tokenize=tokenize, force=tokenize == "none")
         score = bleu.corpus_score(hyps, [refs])
         return {
             "loss": loss / ntokens,

@@ -12,12 +12,28 @@ The run directory (``--run-dir``, by default under ``runs/``) holds everything a
 
 Errors in flags or data print one line naming the flag or file and exit with status 2; nothing
 already in the run directory is removed.
+
+Faults (see README, "Interrupted runs"):
+
+- ``--resume`` checks ``last.ckpt`` first; if it is truncated or corrupt the run continues from the
+  newest valid ``step-<N>.ckpt`` or ``best.ckpt``, with a warning naming both files; if no checkpoint
+  is valid it stops with one line and status 2. It refuses a different number of processes.
+- SIGTERM, SIGINT and (outside SLURM's auto-requeue) SIGUSR1 finish the current update, save
+  ``last.ckpt``, skip the test translation, write a ``results.json`` with ``"finished": false``, print
+  the command that resumes the run, and exit with 128 + the signal number (143 for SIGTERM).
+- An update with a non-finite loss or gradient is skipped and counted; ``--max-nonfinite`` of them in
+  a row stop the run as diverged: nothing is saved at the stop, ``results.json`` records
+  ``"diverged": true`` and ``"diverged_at_step"``, and the exit status is 3.
+- A checkpoint that cannot be written (a full disk, a file size limit) stops the run with one line
+  naming it, the previous checkpoint of that name intact, and status 1; so does any other OSError.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -88,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"train.py: error: {e}", file=sys.stderr, flush=True)
         return 2
+    except OSError as e:  # the environment, not the code: a full disk, a file size limit, a vanished folder
+        where = f": {e.filename}" if e.filename else ""
+        print(f"train.py: error: {e.strerror or e}{where}", file=sys.stderr, flush=True)
+        return 1
 
 
 def run(argv: list[str]) -> int:
@@ -105,12 +125,18 @@ def run(argv: list[str]) -> int:
     cfg.src, cfg.tgt = corpus.src, corpus.tgt
     run_dir = choose_run_dir(cfg, corpus.name, resume=bool(resume))
     cfg.run_dir = str(run_dir)
+    if cfg.max_nonfinite < 0:
+        raise ConfigError(f"--max-nonfinite must be ≥ 0 (0: never stop), got {cfg.max_nonfinite}")
+    ckpt_path, resumed = (_checkpoint_to_resume(run_dir / "checkpoints", resume) if resume else (None, None))
 
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from nmt.checkpoint import AtomicCheckpointIO, PeriodicCheckpoints
+    from nmt.signals import GracefulStop, TrainingStopped
+    from nmt.rng import RNGStates
     from nmt.csvlog import ResumableCSVLogger
     from nmt.data.datamodule import TranslationData
     from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load
@@ -132,7 +158,7 @@ def run(argv: list[str]) -> int:
             f"in {corpus.path}). It is a toy for trying the framework, not a benchmark."
         )
     else:
-        log(f"data: {corpus.path} ({corpus.src}→{corpus.tgt})")
+        log(f"data: {corpus.path} ({corpus.src}→{corpus.tgt}); scored by {corpus.protocol.description()}")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Everything that can fail on bad data happens before the run directory is created or touched.
@@ -147,8 +173,15 @@ def run(argv: list[str]) -> int:
         train_files = [corpus.file("train", corpus.src), corpus.file("train", corpus.tgt)]
         spm_source = train_or_load(train_files, [data_hashes[str(f)] for f in train_files], data_root() / "cache", settings, log)
     tokenizer = Tokenizer(spm_source)
-    data = TranslationData(corpus, tokenizer, cfg.max_tokens, cfg.max_len, cfg.seed, cfg.num_workers, log)
+    data = TranslationData(
+        corpus, tokenizer, cfg.max_tokens, cfg.max_len, cfg.seed, cfg.num_workers, log,
+        max_len_ratio=cfg.max_len_ratio, cache_root=data_root() / "cache", file_hashes=data_hashes,
+    )
     data.setup()
+    log(f"data: {data.describe_batches()}")
+    unknown = data.unknown_in_references("test")
+    log(f"data: {unknown['with_unknown']} of {unknown['references']:,} test references contain ⁇ after "
+        f"encoding and decoding; {unknown['changed']} differ in any way (SentencePiece normalisation)")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         shutil.copyfile(spm_source, spm_path)
@@ -161,7 +194,7 @@ def run(argv: list[str]) -> int:
         mcfg.to_dict(),
         optim=dict(lr=cfg.lr, warmup=cfg.warmup, adam_betas=list(cfg.adam_betas), adam_eps=cfg.adam_eps,
                    weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing),
-        decoding=dict(max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b),
+        decoding=dict(max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b, bleu_tokenize=corpus.protocol.bleu_tokenize),
         log_every=cfg.log_every,
     )
     log(
@@ -187,9 +220,12 @@ def run(argv: list[str]) -> int:
         auto_insert_metric_name=False, enable_version_counter=False, save_on_train_epoch_end=False,
     )
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.save_every or None)
-    callbacks = [best, last]
+    callbacks = [best, last, RNGStates()]  # RNG states of every process, for an exact resume
     if cfg.save_every and cfg.keep_last:  # step-<N>.ckpt every --save-every updates, for checkpoint averaging
         callbacks.append(PeriodicCheckpoints(ckpt_dir, cfg.save_every, cfg.keep_last))
+    stopper = GracefulStop(ckpt_dir / "last.ckpt")  # SIGTERM/SIGINT: save last.ckpt after the update, stop
+    callbacks.append(stopper)
+    module.max_nonfinite = cfg.max_nonfinite
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -210,18 +246,32 @@ def run(argv: list[str]) -> int:
         enable_model_summary=False,
         default_root_dir=run_dir,
     )
-    ckpt_path = None
     if resume:
-        ckpt_path = ckpt_dir / "last.ckpt" if resume == "last" else Path(resume)
-        if not ckpt_path.is_file():
-            raise ConfigError(f"--resume: checkpoint {ckpt_path} not found")
-        log(f"resuming from {ckpt_path}")
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)  # our own files
+        written_by = resumed.get("world_size")
+        if written_by is not None and written_by != trainer.world_size:
+            raise ConfigError(
+                f"--resume cannot change the number of processes (--devices × nodes: run has {written_by}, asked "
+                f"{trainer.world_size}): it changes the batch of an update and the data order; resume with the "
+                "same number, or start a new --run-dir"
+            )
+        log(f"resuming from {ckpt_path} (update {resumed['global_step']})")
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)  # our own files
+    except TrainingStopped as stop:
+        return _stopped(run_dir, trainer, stop, started)
+    except SIGTERMException:  # Lightning's own handler (a SIGTERM outside the training loop): nothing saved
+        return _stopped(run_dir, trainer, _signal_stop(trainer.global_step), started)
     trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # last.ckpt is the final state, whatever the interval
+    if stopper.received is not None:  # the signal came after the last update (during a validation, say)
+        return _stopped(run_dir, trainer, _signal_stop(trainer.global_step, stopper.received, ckpt_dir / "last.ckpt"),
+                        started)
 
     best_path = ckpt_dir / "best.ckpt" if (ckpt_dir / "best.ckpt").is_file() else None
     log(f"translating the test split with {best_path or 'the final weights'} (greedy) ...")
-    trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=False)
+    try:
+        trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=False)
+    except SIGTERMException:  # training is over and saved; only the test translation is missing
+        return _stopped(run_dir, trainer, _signal_stop(trainer.global_step, saved=ckpt_dir / "last.ckpt"), started)
     result = module.test_result
     if _is_rank_zero():
         _report(run_dir, data, result, trainer, best, best_path, started)
@@ -254,6 +304,70 @@ def _check_model_flags(cfg: TrainConfig) -> None:
                           "a training pair of the longest allowed length would not fit in a batch")
 
 
+def _checkpoint_to_resume(ckpt_dir: Path, resume: str) -> tuple[Path, dict]:
+    """The checkpoint ``--resume`` continues from, and its small fields (global_step, world_size).
+
+    ``--resume`` (``last``): ``last.ckpt``, or when that is missing, truncated or corrupt the newest valid
+    ``step-<N>.ckpt`` or ``best.ckpt``, with a warning naming both files. ``--resume PATH``: that file.
+    Raises ConfigError (one line) when there is nothing valid to resume from.
+    """
+    from nmt.checkpoint import newest_valid_checkpoint, read_checkpoint
+
+    if resume == "last":
+        path, ckpt, skipped = newest_valid_checkpoint(ckpt_dir, ckpt_dir / "last.ckpt")
+        if path is None:
+            detail = "; ".join(f"{p.name}: {why}" for p, why in skipped) or "it holds no checkpoint"
+            raise ConfigError(f"--resume: no valid checkpoint to resume from in {ckpt_dir} ({detail})")
+        for bad, why in skipped:
+            _warn(f"warning: --resume: {bad} is {why}; resuming from {path} (update {ckpt['global_step']}) instead")
+    else:
+        path = Path(resume)
+        ckpt, why = read_checkpoint(path)
+        if ckpt is None:
+            raise ConfigError(f"--resume: checkpoint {path} is {why}")
+    return path, {k: ckpt.get(k) for k in ("global_step", "epoch", "world_size")}
+
+
+def _signal_stop(step: int, signum: int = signal.SIGTERM, saved: Path | None = None):
+    """The TrainingStopped for a signal that ended a run outside GracefulStop's update boundary."""
+    from nmt.signals import TrainingStopped
+
+    name = signal.Signals(signum).name
+    return TrainingStopped(f"stopped by {name} at update {step}", reason=name, step=step, exit_status=128 + signum,
+                           saved=saved)
+
+
+def _stopped(run_dir: Path, trainer, stop, started: float) -> int:
+    """Report a run that ended early (a signal, or divergence): results.json says so; no test translation."""
+    module = trainer.lightning_module
+    diverged = stop.reason == "diverged"
+    resume = f"python train.py --resume --run-dir {shlex.quote(str(run_dir))}"
+    summary = {
+        "finished": False,
+        "stopped": stop.reason,
+        "steps": stop.step,
+        "epochs": trainer.current_epoch,
+        "checkpoint_saved_at_stop": str(stop.saved) if stop.saved else None,
+        "nonfinite_skipped": module.nonfinite_skipped,
+        "diverged": diverged,
+        **({"diverged_at_step": stop.diverged_at_step} if diverged else {"resume": resume}),
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    if _is_rank_zero():
+        (run_dir / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    if diverged:
+        log(f"{stop}\nresults in {run_dir} (results.json records the divergence)")
+    else:
+        saved = f"; {stop.saved} saved" if stop.saved else "; no checkpoint written at the stop"
+        log(f"{stop}{saved}; resume with: {resume}")
+    return stop.exit_status
+
+
+def _warn(message: str) -> None:
+    if _is_rank_zero():
+        print(message, file=sys.stderr, flush=True)
+
+
 def _is_rank_zero() -> bool:
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -264,8 +378,11 @@ def _report(run_dir: Path, data, result: dict, trainer, best, best_path, started
     import sacrebleu
 
     (run_dir / "test.hyp").write_text("".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
-    copy = sacrebleu.corpus_bleu(data.sources("test"), [data.references("test")])
+    protocol = data.corpus.protocol
+    copy = sacrebleu.corpus_bleu(data.sources("test"), [data.references("test")], tokenize=protocol.bleu_tokenize,
+                                 force=protocol.bleu_tokenize == "none")
     summary = {
+        "protocol": protocol.to_dict(),
         "test": {
             "bleu": round(result["bleu"], 2),
             "signature": result["bleu_signature"],
@@ -277,6 +394,9 @@ def _report(run_dir: Path, data, result: dict, trainer, best, best_path, started
         "best_val_bleu": round(float(best.best_model_score), 2) if best.best_model_score is not None else None,
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
+        "finished": True,
+        "nonfinite_skipped": trainer.lightning_module.nonfinite_skipped,
+        "diverged": False,
         "wall_time_s": round(time.time() - started, 1),
     }
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

@@ -37,6 +37,12 @@ def run_train(args, data_root, cwd, block_datasets=True):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.fixture(autouse=True)
+def _data_root_outside_the_repository(monkeypatch, tmp_path_factory):
+    """Tests that run train.py in-process never write generated corpora or caches into the repository's data/."""
+    monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path_factory.getbasetemp() / "data-root"))
+
+
 @pytest.fixture(scope="session")
 def toy_runs(tmp_path_factory):
     """Two shared trained runs on the toy corpus: ``--skip rskip_ln --lambda 2`` and ``--skip post_ln``.

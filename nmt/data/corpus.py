@@ -15,9 +15,16 @@ the command-line entry points print it without a traceback.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nmt.data.catalog import Protocol
 
 SPLITS = ("train", "valid", "test")
 TOY = "toy"
@@ -35,30 +42,73 @@ def data_root() -> Path:
 
 def read_lines(path: Path, max_line_bytes: int = 1 << 20) -> list[str]:
     """The lines of a UTF-8 text file, split on ``\\n`` only, without line terminators."""
+    lines: list[str] = []
+    for first, raw in iter_line_chunks(path, max_line_bytes=max_line_bytes):
+        lines.extend(decode_chunk(path, first, raw, max_line_bytes))
+    return lines
+
+
+def iter_line_chunks(path: Path, chunk_bytes: int = 4 << 20, max_line_bytes: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """Stream a file as ``(number of its first line, raw bytes)`` chunks that end on a line boundary.
+
+    Memory stays bounded by ``chunk_bytes`` plus one line, whatever the file's size; a line longer
+    than ``max_line_bytes`` characters raises ``DataError`` naming file and line without reading the rest
+    of it. The chunks are decoded with ``decode_chunk`` (possibly in other processes).
+    """
     try:
-        raw = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    line = 1
+    carry = b""
+    with f:
+        while True:
+            try:
+                block = f.read(chunk_bytes)
+            except OSError as e:
+                raise DataError(f"{path}: cannot read ({e.strerror})") from None
+            if line == 1 and not carry and block.startswith(b"\xef\xbb\xbf"):
+                block = block[3:]  # a UTF-8 byte-order mark
+            if not block:
+                if carry:
+                    yield line, carry
+                return
+            end = block.rfind(b"\n")
+            if end < 0:
+                carry += block
+                if len(carry) > 4 * max_line_bytes:  # UTF-8 characters take at most 4 bytes
+                    raise DataError(
+                        f"{path}:{line}: line of more than {max_line_bytes:,} characters; "
+                        "is this really one sentence per line?"
+                    )
+                continue
+            chunk = carry + block[: end + 1]
+            carry = block[end + 1 :]
+            yield line, chunk
+            line += chunk.count(b"\n")
+
+
+def decode_chunk(path: Path, first_line: int, raw: bytes, max_line_bytes: int = 1 << 20) -> list[str]:
+    """The lines of a chunk from ``iter_line_chunks``; errors name the file and line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
+        line = first_line + raw.count(b"\n", 0, e.start)
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
-    for i, line in enumerate(lines):
-        if line.endswith("\r"):
-            lines[i] = line = line[:-1]
-        if len(line) > max_line_bytes:
-            raise DataError(
-                f"{path}:{i + 1}: line of {len(line):,} characters (more than {max_line_bytes:,}); "
-                "is this really one sentence per line?"
-            )
+    if "\r" in text:
+        lines = [s[:-1] if s.endswith("\r") else s for s in lines]
+    longest = max(map(len, lines), default=0)
+    if longest > max_line_bytes:
+        i = next(i for i, s in enumerate(lines) if len(s) == longest)
+        raise DataError(
+            f"{path}:{first_line + i}: line of {longest:,} characters (more than {max_line_bytes:,}); "
+            "is this really one sentence per line?"
+        )
     return lines
 
 
@@ -70,6 +120,42 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_HASH_CACHE_BYTES = 16 << 20
+"""Files at least this large have their SHA-256 remembered (by path, size, mtime and inode)."""
+
+
+def cached_sha256(path: Path) -> str:
+    """``sha256_file(path)``, remembered for large files in ``data/cache/sha256.json``.
+
+    Hashing WMT'14's 1.3 GB of text takes seconds; a file whose size, modification time and inode are
+    unchanged is not read again. A changed file is rehashed, so the data hashes in provenance.json and
+    in the cache keys stay exact.
+    """
+    st = path.stat()
+    if st.st_size < _HASH_CACHE_BYTES:
+        return sha256_file(path)
+    book_path = data_root() / "cache" / "sha256.json"
+    key, stamp = str(path.resolve()), [st.st_size, st.st_mtime_ns, st.st_ino]
+    try:
+        book = json.loads(book_path.read_text())
+    except (OSError, ValueError):
+        book = {}
+    entry = book.get(key)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return entry["sha256"]
+    digest = sha256_file(path)
+    book[key] = {"stamp": stamp, "sha256": digest}
+    try:
+        book_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=book_path.parent, prefix=".sha256.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(book, f)
+        os.replace(tmp, book_path)
+    except OSError:
+        pass  # a read-only data root: hash again next time
+    return digest
+
+
 @dataclass
 class Corpus:
     """A resolved corpus: its folder, its language pair and what it is."""
@@ -79,9 +165,17 @@ class Corpus:
     src: str
     tgt: str
     is_toy: bool = False
+    protocol: Protocol | None = None  # how its test set is scored; None: the one nmt.data.catalog gives its name
+    stems: dict[str, str] = field(default_factory=dict)  # file stem of a split not named after it (tst2013 …)
+
+    def __post_init__(self) -> None:
+        if self.protocol is None:
+            from nmt.data.catalog import protocol_for
+
+            self.protocol = protocol_for(self.name, self.tgt)
 
     def file(self, split: str, lang: str) -> Path:
-        return self.path / f"{split}.{lang}"
+        return self.path / f"{self.stems.get(split, split)}.{lang}"
 
     def files(self) -> list[Path]:
         return [self.file(split, lang) for split in SPLITS for lang in (self.src, self.tgt)]
@@ -100,7 +194,7 @@ class Corpus:
         return src, tgt
 
     def hashes(self) -> dict[str, str]:
-        return {str(p): sha256_file(p) for p in self.files()}
+        return {str(p): cached_sha256(p) for p in self.files()}
 
 
 def languages_in(folder: Path) -> list[str]:
@@ -109,9 +203,12 @@ def languages_in(folder: Path) -> list[str]:
 
 
 def resolve_corpus(data: str, src: str | None, tgt: str | None) -> Corpus:
-    """Turn ``--data`` (``toy`` or a folder) and ``--src/--tgt`` into a checked ``Corpus``.
+    """Turn ``--data`` (``toy``, a folder, or a name) and ``--src/--tgt`` into a checked ``Corpus``.
 
-    The toy corpus is generated into ``data/toy-en-de`` the first time it is asked for.
+    The toy corpus is generated into ``data/toy-en-de`` the first time it is asked for. A ``data`` that
+    is no folder is looked up as a dataset name (``nmt.data.catalog``, e.g. ``wmt14-en-de``), then as a
+    folder ``data_root()/<data>``. A folder named after a dataset is that dataset (its languages,
+    file names and scoring protocol).
     """
     if data == TOY:
         from nmt.data import synthetic
@@ -125,12 +222,21 @@ def resolve_corpus(data: str, src: str | None, tgt: str | None) -> Corpus:
             raise DataError(f"--data toy: {e}") from None
         return Corpus(TOY, folder, "en", "de", is_toy=True)
 
+    from nmt.data import catalog
+
     folder = Path(data)
     if not folder.is_dir():
-        raise DataError(
-            f"--data {data}: no such folder. Give a folder holding train/valid/test.{{src,tgt}} files, "
-            f"or '{TOY}' for the embedded toy corpus"
-        )
+        if data in catalog.DATASETS:
+            return catalog.resolve_named(data, src, tgt)
+        folder = data_root() / data
+        if not folder.is_dir():
+            raise DataError(
+                f"--data {data}: no such folder (nor {folder}) and no dataset of that name. Give a folder holding "
+                f"train/valid/test.{{src,tgt}} files, or one of the names {', '.join([TOY, *catalog.names()])}"
+            )
+    named = Path(os.path.abspath(folder)).name  # "." has a name too; a symbolic link keeps its own
+    if named in catalog.DATASETS:
+        return catalog.DATASETS[named].corpus_in(folder, src, tgt, given=data)
     langs = languages_in(folder)
     if src is None and tgt is None:
         if len(langs) == 2 and "en" in langs:
