@@ -95,11 +95,18 @@ class PeriodicCheckpoints(Callback):
 
     def __init__(self, folder: str | os.PathLike, every: int, keep: int):
         self.folder, self.every, self.keep = Path(folder), every, keep
+        self._saved_step = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._saved_step = trainer.global_step  # resumed: that step's checkpoint exists
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step == 0 or step % self.every or (self.folder / f"step-{step}.ckpt").exists():
-            return  # (exists: gradient accumulation calls this several times per update)
+        # (the same step again: gradient accumulation calls this several times per update. Every process decides
+        # alike from the step alone, never from the file, which only the first writes: saving is collective)
+        if step == self._saved_step or step % self.every:
+            return
+        self._saved_step = step
         trainer.save_checkpoint(self.folder / f"step-{step}.ckpt", weights_only=False)
         if trainer.is_global_zero:
             for old in periodic_checkpoints(self.folder)[: -self.keep]:

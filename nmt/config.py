@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ class TrainConfig:
     vocab_size: int = _opt(2000, "joint SentencePiece vocabulary size (an upper bound on small corpora)")
     spm_type: str = _opt("unigram", "SentencePiece model type: unigram or bpe", choices=["unigram", "bpe"])
     spm_sample: int = _opt(2_000_000, "at most this many sentences sampled to train SentencePiece")
+    spm_seed: int = _opt(1, "seed of SentencePiece's sentence sample; independent of --seed, so runs with different "
+                         "seeds share one tokenizer and their BLEU scores stay comparable")
     max_len: int = _opt(256, "training pairs longer than this many tokens (either side) are dropped")
     max_len_ratio: float = _opt(3.0, "training pairs whose longer side has more than this many times the tokens of "
                                 "the shorter (each counted with its EOS) are dropped (0: no ratio filter)")
@@ -57,20 +60,26 @@ class TrainConfig:
     label_smoothing: float = _opt(0.1, "label smoothing ε of the cross-entropy loss")
     max_tokens: int = _opt(4096, "a batch's padded size bound: max(source, target length) × sentences")
     accumulate: int = _opt(1, "gradient accumulation: batches per update")
+    update_tokens: int = _opt(0, "target tokens per update (non-padding, summed over all processes): derive "
+                              "--accumulate as ceil(N / (mean target tokens of a training batch × processes)) "
+                              "(0: use --accumulate)")
     max_steps: int = _opt(1000, "stop after this many updates (-1: no limit)")
     max_epochs: int | None = _opt(None, "stop after this many epochs (default: no limit)")
     # --- validation, decoding and logging
-    val_every: int = _opt(500, "validate (loss and greedy BLEU) every N batches (0: once per epoch)")
+    val_every: int = _opt(500, "validate (loss and greedy BLEU) every N updates (0: once per epoch)")
     max_len_a: float = _opt(1.2, "decode at most a·source_length + b tokens: a")
     max_len_b: int = _opt(10, "decode at most a·source_length + b tokens: b")
     log_every: int = _opt(50, "log training metrics every N updates")
+    log_layer_grads: int = _opt(0, "log the gradient norm of every encoder and decoder layer (metrics.csv columns "
+                                "grad_norm/encoder.I, grad_norm/decoder.I) at each of the first N updates (0: never)")
     save_every: int = _opt(0, "every N updates write last.ckpt and a step-<N>.ckpt (0: last.ckpt at each validation "
                            "and epoch end only)")
     keep_last: int = _opt(5, "keep the newest K step-<N>.ckpt files (for checkpoint averaging)")
     # --- run
     seed: int = _opt(1, "random seed (model initialisation, dropout, batch order)")
     run_dir: str | None = _opt(None, "run directory (default: runs/<data>-<arch>-<skip>[-lambda]-seed<seed>)")
-    devices: int = _opt(1, "number of devices (processes)")
+    devices: int = _opt(1, "number of devices (processes) per node")
+    num_nodes: int = _opt(1, "number of nodes (machines); processes in all: --devices × --num-nodes")
     accelerator: str = _opt("auto", "cpu, gpu or auto", choices=["cpu", "gpu", "auto"])
     precision: str | None = _opt(None, "32, bf16-mixed or 16-mixed (default: bf16-mixed on GPU, 32 on CPU)",
                                  choices=["32", "32-true", "bf16-mixed", "16-mixed"])
@@ -85,7 +94,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers",
-             "max_nonfinite"}
+             "max_nonfinite", "log_layer_grads"}
 """Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
 
 
@@ -116,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML preset (e.g. configs/multi30k.yaml)")
     parser.add_argument(
         "--resume", nargs="?", const="last",
-        help="continue the run in --run-dir: 'last' (its newest checkpoint) or a checkpoint path",
+        help="continue the run in --run-dir: 'last' (its newest checkpoint), a checkpoint path, or 'auto' "
+        "(continue it if it holds a checkpoint, else start it: the same command starts and continues a run)",
     )
     for f in dataclasses.fields(TrainConfig):
         extra = {k: v for k, v in f.metadata.items() if k in ("choices", "nargs")}
@@ -183,7 +193,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict, argpar
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    """Write ``config.yaml`` atomically: under data parallelism other processes may read it meanwhile."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_saved_config(path: Path) -> TrainConfig:

@@ -62,6 +62,7 @@ class RunScore:
     hypotheses: list[str] = field(default_factory=list, repr=False)
     references: list[str] = field(default_factory=list, repr=False)
     diverged_at_step: int | None = None  # the update where the divergence began, when known
+    skipped_updates: int = 0  # updates skipped for a non-finite loss or gradient (from the checkpoint)
 
 
 class SkipRun(Exception):
@@ -187,6 +188,7 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
         wall_time_s=results.get("wall_time_s"),
         diverged=diverged,
         diverged_at_step=diverged_at,
+        skipped_updates=int(ckpt.get("nonfinite", {}).get("skipped", 0)),
         checkpoint=described,
         bleu=bleu["score"],
         bleu_signature=bleu["signature"],
@@ -228,6 +230,7 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
             "wall_time_s": _mean_std([r.wall_time_s for r in runs if r.wall_time_s is not None])[0],
             "seeds": len(runs),
             "diverged": len(runs) - len(ok),
+            "skipped_updates": sum(r.skipped_updates for r in runs),  # non-finite updates skipped, over all seeds
             "bleu_mean": bleu_mean,
             "bleu_std": bleu_std,
             "chrf_mean": chrf_mean,
@@ -255,14 +258,15 @@ def _fmt(value, spec: str = ".2f") -> str:
 
 def markdown_table(rows: list[dict], title: str) -> str:
     extra_keys = [k for k in rows[0] if k.endswith("_bleu") and k != "delta_bleu"] if rows else []
-    head = ["variant", "λ", "params", "updates", "tgt tokens", "wall time", "seeds", "diverged", "BLEU", "chrF++",
+    head = ["variant", "λ", "params", "updates", "tgt tokens", "wall time", "seeds", "diverged", "skipped updates",
+            "BLEU", "chrF++",
             *[k.replace("_", " ") for k in extra_keys], "Δ BLEU vs post_ln", "p (max over seeds)"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         bleu = "—" if r["bleu_mean"] is None else f"{r['bleu_mean']:.2f} ± {r['bleu_std']:.2f}"
         wall = "—" if r["wall_time_s"] is None else f"{r['wall_time_s'] / 60:.1f} min"
         cells = [r["variant"], f"{r['lambda']:g}", f"{r['parameters']:,}", f"{r['updates']:,}", f"{r['tokens_seen']:,}",
-                 wall, str(r["seeds"]), str(r["diverged"]), bleu, _fmt(r["chrf_mean"]),
+                 wall, str(r["seeds"]), str(r["diverged"]), str(r.get("skipped_updates", 0)), bleu, _fmt(r["chrf_mean"]),
                  *[_fmt(r[k]) for k in extra_keys],
                  _fmt(r["delta_bleu"], "+.2f"), _fmt(r["p_value_max"], ".3f")]
         lines.append("| " + " | ".join(cells) + " |")

@@ -12,8 +12,10 @@
 - An update whose loss or gradient is not finite is skipped, never applied, and counted
   (``train/skipped_steps``, in checkpoints); ``max_nonfinite`` in a row stop the run as diverged.
   See ``optimizer_step`` for what a skipped update does and does not count as.
-- Under data parallelism each rank decodes its share; hypotheses are gathered with their sentence
-  numbers, duplicates from sampler padding dropped, and BLEU computed once on the whole set.
+- Under data parallelism each rank decodes its share; hypotheses and per-sentence losses are gathered
+  with their sentence numbers, duplicates from sampler padding dropped, and loss and BLEU computed once
+  on the whole set (the same on every rank, and as in one process). Token counts (the effective batch,
+  tokens/s, tokens seen) are summed over ranks.
 """
 
 from __future__ import annotations
@@ -49,6 +51,18 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float, pad_id: i
     return loss, nll_sum
 
 
+def sentence_losses(logits: Tensor, target: Tensor, epsilon: float, pad_id: int) -> Tensor:
+    """Per sentence (row of ``target``): the summed label-smoothed loss, the summed NLL and the number of
+    non-padding target tokens, as a (B, 3) tensor. The same loss as ``label_smoothed_nll``, not summed over
+    the batch, so that validation can count every sentence once however the batches were shared out.
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    pad = target == pad_id
+    nll = (-lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)).masked_fill(pad, 0.0).sum(-1)
+    smooth = (-lprobs.mean(dim=-1)).masked_fill(pad, 0.0).sum(-1)
+    return torch.stack([(1.0 - epsilon) * nll + epsilon * smooth, nll, (~pad).sum(-1).float()], dim=1)
+
+
 def inverse_sqrt_schedule(warmup: int):
     """Multiplier of the peak learning rate at optimizer step ``s`` (0-based)."""
 
@@ -71,13 +85,13 @@ class TranslationModule(L.LightningModule):
     def __init__(self, model: dict, optim: dict, decoding: dict, log_every: int = 25):
         super().__init__()
         self.save_hyperparameters()
-        self.tokens_seen = 0  # non-padding target tokens trained on, over the whole run (kept in checkpoints)
+        self.tokens_seen = 0  # non-padding target tokens trained on by all processes, over the whole run (in checkpoints)
+        self._tokens_unsynced = 0  # ... by this process since tokens_seen was last brought up to date (_sync_tokens)
         self.spm_model: bytes | None = None  # the tokenizer, stored in every checkpoint (see on_save_checkpoint)
         self.run_config: dict | None = None  # the run's TrainConfig, likewise
         self.model = Transformer(ModelConfig(**model))
         self.optim, self.decoding, self.log_every = optim, decoding, log_every
-        self._eval_hyps: list[tuple[int, list[int]]] = []
-        self._eval_sums: Tensor | None = None
+        self._eval_hyps: list[tuple[int, list[int], list[float]]] = []  # (sentence number, hypothesis, sentence_losses)
         self._tokens_since_log = 0
         self._update_tokens = 0
         self._pending: dict = {}
@@ -86,6 +100,7 @@ class TranslationModule(L.LightningModule):
         self.echo = None  # a print function: one line per validation, and per training row if echo_training
         self.echo_training = True
         self.test_result: dict | None = None
+        self.log_layer_grads = 0  # log per-layer gradient norms at each of the first N updates (--log-layer-grads)
         self.max_nonfinite = 5  # stop as diverged after this many skipped updates in a row (0: never); see optimizer_step
         self.nonfinite_skipped = 0  # updates skipped for a non-finite loss or gradient, over the whole run (in checkpoints)
         self.nonfinite_streak = 0  # of them, how many in a row up to the last update (in checkpoints)
@@ -102,7 +117,7 @@ class TranslationModule(L.LightningModule):
         loss = loss_sum / ntokens
         self._tokens_since_log += ntokens
         self._update_tokens += ntokens
-        self.tokens_seen += ntokens
+        self._tokens_unsynced += ntokens
         if self._logging_this_update():
             self._pending = {
                 "train/loss": loss.detach(),
@@ -120,6 +135,23 @@ class TranslationModule(L.LightningModule):
         if self._logging_this_update():
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             self._pending["train/grad_norm"] = torch.nn.utils.get_total_norm(grads)
+        if self.trainer.global_step < self.log_layer_grads and self.trainer.is_global_zero:  # gradients are reduced
+            self._log_layer_grads(self.trainer.global_step + 1)
+
+    def _log_layer_grads(self, step: int) -> None:
+        """Log the gradient 2-norm of each encoder and decoder layer (``grad_norm/encoder.3``): one host sync."""
+        names, norms = [], []
+        for side in ("encoder", "decoder"):
+            for i, layer in enumerate(getattr(self.model, side).layers):
+                grads = [p.grad for p in layer.parameters() if p.grad is not None]
+                if grads:
+                    names.append(f"grad_norm/{side}.{i}")
+                    norms.append(torch.nn.utils.get_total_norm(grads))
+        if not norms:
+            return
+        row = dict(zip(names, torch.stack(norms).tolist()))
+        for logger in self.loggers:
+            logger.log_metrics(row, step=step)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """One update, skipped when its loss or gradient is not finite.
@@ -162,7 +194,7 @@ class TranslationModule(L.LightningModule):
         step = self.trainer.global_step + 1  # the update being made; global_step counts it once this hook returns
         self.nonfinite_skipped += 1
         self.nonfinite_streak += 1
-        self.tokens_seen -= self._update_tokens
+        self._tokens_unsynced -= self._update_tokens
         if self._logging_this_update():
             self._pending["train/grad_norm"] = torch.nn.utils.get_total_norm(grads)
         limit = self.max_nonfinite
@@ -205,15 +237,29 @@ class TranslationModule(L.LightningModule):
             return
         now = time.perf_counter()
         row = {k: float(v) for k, v in self._pending.items()}  # the only host synchronisation, once per interval
+        tokens, since_log = self._sync_tokens(tokens, self._tokens_since_log)  # summed over all processes
         row["train/ppl"] = math.exp(min(row["train/nll"], 100.0))
-        row["train/tgt_tokens"] = float(tokens)
+        row["train/tgt_tokens"] = float(tokens)  # the effective batch: target tokens of this update on all processes
         row["train/skipped_steps"] = float(self.nonfinite_skipped)
         row["train/tokens_seen"] = float(self.tokens_seen)
         row["epoch"] = float(self.current_epoch)
         if self._time_of_log is not None:
-            row["train/tok_per_s"] = self._tokens_since_log / (now - self._time_of_log)
+            row["train/tok_per_s"] = since_log / (now - self._time_of_log)
         self._time_of_log, self._tokens_since_log, self._pending = now, 0, {}
         self.report(row, step)
+
+    def _sync_tokens(self, *counts: int) -> list[int]:
+        """Bring ``tokens_seen`` up to date with every process's tokens, and return ``counts`` summed over processes.
+
+        One all-reduce: every process calls this at the same points (logging updates and checkpoints).
+        """
+        values = torch.tensor([self._tokens_unsynced, *counts], dtype=torch.long, device=self.device)
+        if self.trainer.world_size > 1:
+            values = self.trainer.strategy.reduce(values, reduce_op="sum")
+        total, *summed = values.tolist()
+        self.tokens_seen += total
+        self._tokens_unsynced = 0
+        return summed
 
     def report(self, row: dict, step: int) -> None:
         """Write one row of metrics, labelled with the number of updates done, to every logger."""
@@ -249,23 +295,22 @@ class TranslationModule(L.LightningModule):
             checkpoint["spm_model"] = self.spm_model
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
+        self._sync_tokens()  # on every process: a checkpoint is made by all of them, though only the first writes it
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["nonfinite"] = {"skipped": self.nonfinite_skipped, "streak": self.nonfinite_streak}
         checkpoint["world_size"] = self.trainer.world_size  # processes (devices × nodes): --resume refuses another
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        self.tokens_seen, self._tokens_unsynced = checkpoint.get("tokens_seen", 0), 0
         nonfinite = checkpoint.get("nonfinite", {})
         self.nonfinite_skipped, self.nonfinite_streak = nonfinite.get("skipped", 0), nonfinite.get("streak", 0)
 
     # ------------------------------------------------------------------ validation and test
     def _eval_step(self, batch: dict) -> None:
         logits = self.model(batch["src"], batch["tgt_in"])
-        loss_sum, nll_sum = label_smoothed_nll(logits, batch["tgt_out"], self.optim["label_smoothing"], PAD_ID)
-        sums = torch.stack([loss_sum, nll_sum, torch.tensor(float(batch["ntokens"]), device=loss_sum.device)])
-        self._eval_sums = sums if self._eval_sums is None else self._eval_sums + sums
+        losses = sentence_losses(logits, batch["tgt_out"], self.optim["label_smoothing"], PAD_ID).tolist()
         hyps = greedy_decode(self.model, batch["src"], BOS_ID, EOS_ID, self.decoding["max_len_a"], self.decoding["max_len_b"])
-        self._eval_hyps.extend(zip(batch["id"].tolist(), hyps))
+        self._eval_hyps.extend(zip(batch["id"].tolist(), hyps, losses))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch)
@@ -273,14 +318,22 @@ class TranslationModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch)
 
-    def _eval_epoch_end(self, split: str) -> dict:
-        """Reduce the loss over ranks, gather hypotheses, and score the whole split once."""
-        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
-        loss, nll, ntokens = sums.tolist()
-        by_id = dict(_gather(self._eval_hyps))
-        self._eval_hyps, self._eval_sums = [], None
+    def _eval_epoch_end(self, split: str) -> dict | None:
+        """Gather every process's hypotheses and sentence losses, and score the whole split once, on every process.
+
+        Under data parallelism the evaluation sampler repeats batches so that every process gets as many; a
+        sentence evaluated twice is counted once (by its number). Loss and BLEU are then the same on every
+        process, and the same as in a single process. Every process must call this (it gathers); None when the
+        split had no batch at all.
+        """
+        by_id = {i: (hyp, losses) for i, hyp, losses in _gather(self._eval_hyps)}
+        self._eval_hyps = []
+        if not by_id:
+            return None
         data = self.trainer.datamodule
         ids = sorted(by_id)
+        loss, nll, ntokens = (math.fsum(by_id[i][1][k] for i in ids) for k in range(3))  # exact: order does not matter
+        by_id = {i: hyp for i, (hyp, _) in by_id.items()}
         hyps = data.tokenizer.decode([by_id[i] for i in ids])
         refs = [data.references(split)[i] for i in ids]
         tokenize = self.decoding.get("bleu_tokenize", "13a")  # "none" for a corpus distributed tokenized
@@ -296,10 +349,8 @@ class TranslationModule(L.LightningModule):
         }
 
     def on_validation_epoch_end(self) -> None:
-        if self._eval_sums is None:
-            return
         result = self._eval_epoch_end("valid")
-        if self.trainer.sanity_checking:
+        if result is None or self.trainer.sanity_checking:
             return
         self.log("val/bleu", result["bleu"], prog_bar=True, logger=False)  # for the progress bar and best.ckpt
         self.report({"val/loss": result["loss"], "val/ppl": result["ppl"], "val/bleu": result["bleu"]},
@@ -307,7 +358,9 @@ class TranslationModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_result = self._eval_epoch_end("test")
-        self.report({"test/loss": self.test_result["loss"], "test/bleu": self.test_result["bleu"]}, self.trainer.global_step)
+        if self.test_result is not None:
+            self.report({"test/loss": self.test_result["loss"], "test/bleu": self.test_result["bleu"]},
+                        self.trainer.global_step)
 
 
 def _gather(items: list) -> list:

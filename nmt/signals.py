@@ -23,10 +23,12 @@ interrupts at once, without a checkpoint. A signal that was ignored when trainin
 background job of a script, say) stays ignored. A signal that arrives during a validation takes effect after
 it, at the end of the next update.
 
-Under SLURM, ``#SBATCH --signal=SIGUSR1@90`` asks for SIGUSR1 90 s before the time limit. When
-Lightning's SLURM environment plugin has requeueing enabled it has installed a SIGUSR1 handler (save a
-checkpoint, ``scontrol requeue``) before training starts; ``GracefulStop`` then leaves SIGUSR1 alone and
-handles the SIGTERM that follows. Everywhere else SIGUSR1 is treated like SIGTERM.
+Under SLURM, ``#SBATCH --signal=SIGUSR1@90`` asks for SIGUSR1 90 s before the time limit. ``train.py`` turns
+Lightning's SLURM auto-requeue off (its SIGUSR1 handler saves a checkpoint from inside the handler, at a
+different point of the loop on every process, which can hang DDP), so SIGUSR1 is treated like SIGTERM and
+``scripts/slurm.sbatch`` requeues the job when train.py exits with 138. Should something else have
+installed a SIGUSR1 handler (Lightning's auto-requeue, when enabled), ``GracefulStop`` leaves SIGUSR1 alone
+and handles the SIGTERM that follows.
 """
 
 from __future__ import annotations

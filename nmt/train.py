@@ -18,12 +18,15 @@ Faults (see README, "Interrupted runs"):
 - ``--resume`` checks ``last.ckpt`` first; if it is truncated or corrupt the run continues from the
   newest valid ``step-<N>.ckpt`` or ``best.ckpt``, with a warning naming both files; if no checkpoint
   is valid it stops with one line and status 2. It refuses a different number of processes.
-- SIGTERM, SIGINT and (outside SLURM's auto-requeue) SIGUSR1 finish the current update, save
+- SIGTERM, SIGINT and SIGUSR1 (Lightning's SLURM auto-requeue is turned off) finish the current update, save
   ``last.ckpt``, skip the test translation, write a ``results.json`` with ``"finished": false``, print
   the command that resumes the run, and exit with 128 + the signal number (143 for SIGTERM).
 - An update with a non-finite loss or gradient is skipped and counted; ``--max-nonfinite`` of them in
   a row stop the run as diverged: nothing is saved at the stop, ``results.json`` records
   ``"diverged": true`` and ``"diverged_at_step"``, and the exit status is 3.
+- Several processes (``--devices``, ``--num-nodes``; Lightning's launcher, torchrun or SLURM): every process
+  runs this file; they agree on the run directory and only global rank 0 writes into it (``nmt.launch``).
+  ``--resume auto`` continues the run if it holds a checkpoint and starts it otherwise.
 - A checkpoint that cannot be written (a full disk, a file size limit) stops the run with one line
   naming it, the previous checkpoint of that name intact, and status 1; so does any other OSError.
 """
@@ -31,6 +34,8 @@ Faults (see README, "Interrupted runs"):
 from __future__ import annotations
 
 import json
+import math
+import os
 import shlex
 import shutil
 import signal
@@ -48,6 +53,7 @@ from nmt.config import (
     read_saved_config,
     save_config,
 )
+from nmt import launch
 from nmt.data.corpus import DataError, resolve_corpus, sha256_file
 
 
@@ -69,23 +75,49 @@ def is_run(folder: Path) -> bool:
     return (folder / "config.yaml").is_file()
 
 
-def choose_run_dir(cfg: TrainConfig, data_name: str, resume: bool) -> Path:
-    """The run directory: ``--run-dir``, or a fresh (or, on resume, the newest) ``runs/<name>[-N]``."""
+def has_checkpoint(folder: Path) -> bool:
+    """The run directory holds a checkpoint (last, best or step-N; corrupt or not)."""
+    return any((folder / "checkpoints").glob("*.ckpt"))
+
+
+def choose_run_dir(cfg: TrainConfig, data_name: str, resume: bool, by_rule: bool = False, first: bool = True,
+                   restart: bool = False) -> Path:
+    """The run directory: ``--run-dir``, or a fresh (or, on resume, the newest) ``runs/<name>[-N]``.
+
+    Under data parallelism every process calls this by itself (see ``nmt.launch``). ``by_rule``: the
+    processes cannot learn the first one's choice, so a fresh run without ``--run-dir`` goes to
+    ``runs/<name>`` exactly. ``first``: this process creates the run directory; the others do not refuse
+    a fresh run for its ``config.yaml`` (the first process may just have written it), only for a
+    checkpoint, which no process writes before all of them train. ``restart``: ``--resume auto`` found
+    no checkpoint, so a run directory without one is started again from scratch.
+    """
     if cfg.run_dir:
         folder = Path(cfg.run_dir)
-        if resume and not is_run(folder):
-            raise ConfigError(f"--resume: {folder} holds no run (no config.yaml)")
-        if not resume and is_run(folder):
-            raise ConfigError(f"--run-dir {folder} already holds a run: add --resume to continue it, or choose another --run-dir")
-        return folder
-    base = Path("runs") / default_run_name(cfg, data_name)
-    taken = [base] + [base.with_name(f"{base.name}-{i}") for i in range(2, 1000)]
-    existing = [p for p in taken if is_run(p)]
-    if resume:
-        if not existing:
-            raise ConfigError(f"--resume: no run to resume at {base} (give --run-dir)")
-        return existing[-1]
-    return next(p for p in taken if not p.exists())
+    else:
+        base = Path("runs") / default_run_name(cfg, data_name)
+        taken = [base] + [base.with_name(f"{base.name}-{i}") for i in range(2, 1000)]
+        if resume:
+            existing = [p for p in taken if is_run(p)]
+            if not existing:
+                raise ConfigError(f"--resume: no run to resume at {base} (give --run-dir)")
+            folder = existing[-1]
+        else:
+            folder = base if by_rule else next(p for p in taken if not p.exists())
+    if resume and not is_run(folder):
+        raise ConfigError(f"--resume: {folder} holds no run (no config.yaml)")
+    if not resume and not restart and (has_checkpoint(folder) or (first and is_run(folder))):
+        raise ConfigError(f"--run-dir {folder} already holds a run: add --resume to continue it, or choose another --run-dir")
+    return folder
+
+
+def accumulation_for(update_tokens: int, tokens_per_batch: float, processes: int) -> int:
+    """Batches per update (``--accumulate``) for ``--update-tokens``: ceil(update_tokens / (tokens_per_batch × processes)).
+
+    ``tokens_per_batch`` is the mean number of non-padding target tokens in a training batch, measured on
+    the data (``TranslationData.target_tokens_per_batch``), so an update holds on average at least
+    ``update_tokens`` target tokens, whatever the number of processes.
+    """
+    return max(1, math.ceil(update_tokens / (tokens_per_batch * processes)))
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -114,16 +146,33 @@ def run(argv: list[str]) -> int:
     started = time.time()
     cfg, explicit, args = parse_args(argv)
     resume = getattr(args, "resume", None)
+    restart = False  # --resume auto, and the run directory holds no checkpoint: start (again) from scratch
+    inherited = launch.detect(cfg.devices, cfg.num_nodes).inherited
+    if inherited is not None:  # a copy started by Lightning's launcher: the first process chose for it
+        cfg.run_dir, resume = inherited[0], inherited[1]
+    elif resume == "auto":
+        if not cfg.run_dir:
+            raise ConfigError("--resume auto needs --run-dir: the run that the same command starts, then continues")
+        resume = "last" if has_checkpoint(Path(cfg.run_dir)) else None
+        restart = resume is None
 
     if resume:
         probe = choose_run_dir(cfg, Path(cfg.data).name if cfg.data != "toy" else "toy", resume=True)
         cfg = merge_for_resume(read_saved_config(probe / "config.yaml"), explicit)
         cfg.run_dir = str(probe)
     _check_model_flags(cfg)
+    proc = launch.detect(cfg.devices, cfg.num_nodes)  # devices and nodes as resolved (on resume: the run's)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    rank_zero_only.rank = proc.global_rank  # log() and _is_rank_zero() before the Trainer exists
 
     corpus = resolve_corpus(cfg.data, cfg.src, cfg.tgt)
     cfg.src, cfg.tgt = corpus.src, corpus.tgt
-    run_dir = choose_run_dir(cfg, corpus.name, resume=bool(resume))
+    if inherited is not None:
+        run_dir = Path(cfg.run_dir)
+    else:
+        run_dir = choose_run_dir(cfg, corpus.name, resume=bool(resume), by_rule=proc.decides_alone,
+                                 first=proc.is_first, restart=restart)
     cfg.run_dir = str(run_dir)
     if cfg.max_nonfinite < 0:
         raise ConfigError(f"--max-nonfinite must be ≥ 0 (0: never stop), got {cfg.max_nonfinite}")
@@ -150,6 +199,8 @@ def run(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+    # val/bleu is computed from the hypotheses of all processes, gathered: the same value on every process
+    warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('val/bleu'.*sync_dist=True.*")
 
     log(f"run directory: {run_dir}" + (" (resuming)" if resume else ""))
     if corpus.is_toy:
@@ -169,22 +220,40 @@ def run(argv: list[str]) -> int:
             raise ConfigError(f"--resume: {spm_path} is missing")
         spm_source = spm_path
     else:
-        settings = spm_settings(cfg.vocab_size, cfg.spm_type, cfg.spm_sample, cfg.seed)
+        settings = spm_settings(cfg.vocab_size, cfg.spm_type, cfg.spm_sample, cfg.spm_seed)
         train_files = [corpus.file("train", corpus.src), corpus.file("train", corpus.tgt)]
-        spm_source = train_or_load(train_files, [data_hashes[str(f)] for f in train_files], data_root() / "cache", settings, log)
+        # under data parallelism the first process of each node builds the cache entries, the others wait for them
+        spm_source = train_or_load(train_files, [data_hashes[str(f)] for f in train_files], data_root() / "cache", settings,
+                                   log, build=proc.local_rank == 0)
     tokenizer = Tokenizer(spm_source)
     data = TranslationData(
         corpus, tokenizer, cfg.max_tokens, cfg.max_len, cfg.seed, cfg.num_workers, log,
         max_len_ratio=cfg.max_len_ratio, cache_root=data_root() / "cache", file_hashes=data_hashes,
+        build_cache=proc.local_rank == 0,
     )
     data.setup()
     log(f"data: {data.describe_batches()}")
     unknown = data.unknown_in_references("test")
     log(f"data: {unknown['with_unknown']} of {unknown['references']:,} test references contain ⁇ after "
         f"encoding and decoding; {unknown['changed']} differ in any way (SentencePiece normalisation)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        shutil.copyfile(spm_source, spm_path)
+    processes = cfg.devices * cfg.num_nodes
+    per_batch = data.target_tokens_per_batch()
+    accumulate = accumulation_for(cfg.update_tokens, per_batch, processes) if cfg.update_tokens else cfg.accumulate
+    derived = f" (--update-tokens {cfg.update_tokens:,}: --accumulate {accumulate})" if cfg.update_tokens else ""
+    log(f"update: {accumulate} batch{'es' if accumulate > 1 else ''} × {processes} process{'es' if processes > 1 else ''} "
+        f"× {per_batch:,.0f} target tokens per batch on average = {accumulate * processes * per_batch:,.0f} target "
+        f"tokens per update{derived}")
+    if proc.is_first:  # the only process that writes into the run directory
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if restart and is_run(run_dir):
+            log(f"--resume auto: {run_dir} holds no checkpoint: starting the run again from scratch")
+            (run_dir / "results.json").unlink(missing_ok=True)
+        if not resume:
+            tmp = spm_path.with_name(f".{spm_path.name}.tmp")
+            shutil.copyfile(spm_source, tmp)
+            os.replace(tmp, spm_path)
+    if proc.starts_copies:  # the copies Lightning's launcher starts at trainer.fit follow this process's choice
+        launch.hand_down(run_dir, ckpt_path)
     train_set = data.datasets["train"]
     mcfg = model_config(
         cfg.arch, tokenizer.vocab_size, skip=cfg.skip, lam=cfg.lam, dropout=cfg.dropout,
@@ -219,29 +288,44 @@ def run(argv: list[str]) -> int:
         dirpath=ckpt_dir, filename="best", monitor="val/bleu", mode="max", save_top_k=1,
         auto_insert_metric_name=False, enable_version_counter=False, save_on_train_epoch_end=False,
     )
-    last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.save_every or None)
+    last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.save_every or None,
+                           enable_version_counter=False)  # never last-v1.ckpt: last.ckpt is always the newest
     callbacks = [best, last, RNGStates()]  # RNG states of every process, for an exact resume
+    if cfg.save_every:  # every --save-every updates *and* at the end of every epoch
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1,
+                                         enable_version_counter=False))
     if cfg.save_every and cfg.keep_last:  # step-<N>.ckpt every --save-every updates, for checkpoint averaging
         callbacks.append(PeriodicCheckpoints(ckpt_dir, cfg.save_every, cfg.keep_last))
     stopper = GracefulStop(ckpt_dir / "last.ckpt")  # SIGTERM/SIGINT: save last.ckpt after the update, stop
     callbacks.append(stopper)
     module.max_nonfinite = cfg.max_nonfinite
+    module.log_layer_grads = cfg.log_layer_grads
+    cluster = []
+    if launch.slurm_detected():
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        # Lightning's auto-requeue saves a checkpoint inside its SIGUSR1 handler, i.e. wherever each process happens
+        # to be: under DDP its collectives can interleave with the gradient all-reduce and hang. Instead GracefulStop
+        # stops on SIGUSR1 at an update boundary (exit 138) and scripts/slurm.sbatch requeues the job.
+        cluster.append(SLURMEnvironment(auto_requeue=False))
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy="ddp" if processes > 1 else "auto",
         precision=resolve_precision(cfg),
         max_steps=cfg.max_steps,
         max_epochs=cfg.max_epochs if cfg.max_epochs is not None else -1,
-        val_check_interval=cfg.val_every or None,
+        val_check_interval=cfg.val_every * accumulate or None,  # Lightning counts batches; --val-every counts updates
         check_val_every_n_epoch=None if cfg.val_every else 1,
         num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every,
         gradient_clip_val=cfg.clip_norm or None,
-        accumulate_grad_batches=cfg.accumulate,
+        accumulate_grad_batches=accumulate,
         logger=[ResumableCSVLogger(run_dir, name="", version=""), TensorBoardLogger(run_dir, name="tb", version="")],
         callbacks=callbacks,
         enable_progress_bar=interactive,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *cluster],
         use_distributed_sampler=False,
         enable_model_summary=False,
         default_root_dir=run_dir,
@@ -257,14 +341,23 @@ def run(argv: list[str]) -> int:
         log(f"resuming from {ckpt_path} (update {resumed['global_step']})")
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)  # our own files
-    except TrainingStopped as stop:
-        return _stopped(run_dir, trainer, stop, started)
+    except TrainingStopped as stop:  # every process stops at the same update (the decision is collective)
+        status = _stopped(run_dir, trainer, stop, started)
+        trainer.strategy.barrier("stopped")  # the others wait until the first has written results.json
+        return 0 if proc.copy else status  # a copy's non-zero status makes Lightning's launcher kill the first process
     except SIGTERMException:  # Lightning's own handler (a SIGTERM outside the training loop): nothing saved
         return _stopped(run_dir, trainer, _signal_stop(trainer.global_step), started)
     trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # last.ckpt is the final state, whatever the interval
-    if stopper.received is not None:  # the signal came after the last update (during a validation, say)
-        return _stopped(run_dir, trainer, _signal_stop(trainer.global_step, stopper.received, ckpt_dir / "last.ckpt"),
-                        started)
+    received = stopper.received or 0  # a signal after the last update (during a validation, say), on any process
+    if trainer.world_size > 1:
+        import torch
+
+        received = torch.tensor(received, device=trainer.strategy.root_device)
+        received = int(trainer.strategy.reduce(received, reduce_op="max"))
+    if received:
+        status = _stopped(run_dir, trainer, _signal_stop(trainer.global_step, received, ckpt_dir / "last.ckpt"), started)
+        trainer.strategy.barrier("stopped")
+        return 0 if proc.copy else status
 
     best_path = ckpt_dir / "best.ckpt" if (ckpt_dir / "best.ckpt").is_file() else None
     log(f"translating the test split with {best_path or 'the final weights'} (greedy) ...")
@@ -302,6 +395,14 @@ def _check_model_flags(cfg: TrainConfig) -> None:
     if cfg.max_tokens < cfg.max_len:
         raise ConfigError(f"--max-tokens {cfg.max_tokens} is smaller than --max-len {cfg.max_len}: "
                           "a training pair of the longest allowed length would not fit in a batch")
+    for name in ("devices", "num_nodes", "accumulate"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{flag_name(name)} must be ≥ 1, got {getattr(cfg, name)}")
+    if cfg.update_tokens < 0:
+        raise ConfigError(f"--update-tokens must be ≥ 0 (0: use --accumulate), got {cfg.update_tokens}")
+    if cfg.update_tokens and cfg.accumulate != 1:
+        raise ConfigError(f"--update-tokens {cfg.update_tokens} derives --accumulate, which is {cfg.accumulate}: give one "
+                          "of them (--update-tokens 0 to use --accumulate)")
 
 
 def _checkpoint_to_resume(ckpt_dir: Path, resume: str) -> tuple[Path, dict]:

@@ -289,15 +289,15 @@ def test_wmt14_from_a_local_hub_mirror_offline(tmp_path, monkeypatch):
         for lang, side in (("de", 0), ("en", 1)):
             raw = (folder / f"{split}.{lang}").read_bytes().decode("utf-8")
             assert raw.endswith("\n") and raw.count("\n") == len(HUB_ROWS[hub_split])
-            # the only line breaks in HUB_ROWS are these; each becomes one space
-            want = [row[side].translate({ord(c): " " for c in "\n\r\u2028\u2029\x85"}) for row in HUB_ROWS[hub_split]]
+            # \n and \r become one space each; U+2028, U+2029 and U+0085 are sentence content and stay
+            want = [row[side].translate({ord(c): " " for c in "\n\r"}) for row in HUB_ROWS[hub_split]]
             assert read_lines(folder / f"{split}.{lang}") == want
-    assert read_lines(folder / "train.en")[1:3] == ["First line  second line", "Three parts"]
-    assert read_lines(folder / "test.de")[1] == "Ein Auto-Bahn Satz"
+    assert read_lines(folder / "train.en")[1:3] == ["First line  second line", "Three\u2029parts"]
+    assert read_lines(folder / "test.de")[1] == "Ein Auto-Bahn\x85Satz"  # a reference stays as distributed
     origin = json.loads((folder / "origin.json").read_text())
     assert origin["config"] == "de-en" and origin["hub"] == str(tmp_path / "mirror" / "wmt" / "wmt14")
-    assert origin["splits"]["train"] == {"hub_split": "train", "pairs": 4, "line_breaks_replaced": 5, "missing_sentences": 0}
-    assert origin["splits"]["test"]["line_breaks_replaced"] == 1
+    assert origin["splits"]["train"] == {"hub_split": "train", "pairs": 4, "line_breaks_replaced": 3, "missing_sentences": 0}
+    assert origin["splits"]["test"]["line_breaks_replaced"] == 0
 
     # the second time the folder is there: no datasets, no mirror needed, either direction
     monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path / "data"))

@@ -25,7 +25,7 @@ def test_one_table_with_post_ln_first(table):
     assert [(r["variant"], r["lambda"]) for r in rows] == [("post_ln", 1.0), ("rskip_ln", 2.0)]
     for r in rows:
         assert r["bleu_mean"] > 1.0 and r["chrf_mean"] > 10 and r["seeds"] == 1 and r["diverged"] == 0
-        assert r["updates"] == 500 and r["tokens_seen"] > 0 and r["parameters"] > 0
+        assert r["updates"] == 500 and r["tokens_seen"] > 0 and r["parameters"] > 0 and r["skipped_updates"] == 0
         assert r["compound_split_bleu"] > 0  # English→German: the literature's tokenized BLEU too
     assert rows[0]["delta_bleu"] is None
     assert rows[1]["delta_bleu"] == pytest.approx(rows[1]["bleu_mean"] - rows[0]["bleu_mean"], abs=1e-6)
@@ -87,3 +87,18 @@ def test_tokenized_protocol(toy_runs, tmp_path):
 def test_nothing_to_evaluate(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no run could be evaluated" in capsys.readouterr().err
+
+
+def test_skipped_updates_and_divergence_are_reported_per_variant():
+    from nmt.evaluate import RunScore, build_table, markdown_table
+
+    def score(seed, skipped, diverged=False):
+        return RunScore(run=f"r{seed}", skip="xskip", lam=2.0, seed=seed, arch="tiny", parameters=1, updates=10,
+                        tokens_seen=5, wall_time_s=None, diverged=diverged, checkpoint="best.ckpt", bleu=10.0 + seed,
+                        bleu_signature="", chrf=1.0, chrf_signature="", skipped_updates=skipped,
+                        hypotheses=["a"], references=["a"])
+
+    rows = build_table([score(1, 0), score(2, 4), score(3, 7, diverged=True)], bootstrap=10)
+    assert rows[0]["skipped_updates"] == 11 and rows[0]["diverged"] == 1 and rows[0]["seeds"] == 3
+    assert rows[0]["bleu_mean"] == pytest.approx(11.5)  # the diverged seed is counted, not averaged
+    assert "| skipped updates |" in markdown_table(rows, "t") and "| 1 | 11 |" in markdown_table(rows, "t")

@@ -130,3 +130,16 @@ def test_killed_mid_epoch_and_resumed_reproduces_the_uninterrupted_run(killed_an
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_shard_equals_a_sampler_built_for_that_rank():
+    src, tgt = lengths(257)
+    whole = TokenBatchSampler(src, tgt, 96, seed=6)
+    for world in (1, 2, 3):
+        for rank in range(world):
+            direct = TokenBatchSampler(src, tgt, 96, seed=6, num_replicas=world, rank=rank)
+            shard = whole.shard(world, rank)
+            for epoch in (0, 1):
+                direct.set_epoch(epoch)
+                shard.set_epoch(epoch)
+                assert list(shard) == list(direct) and len(shard) == len(direct)

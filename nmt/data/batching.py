@@ -12,6 +12,7 @@ every rank runs the same number of steps (unequal counts hang collectives).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -109,6 +110,14 @@ class TokenBatchSampler(Sampler[list[int]]):
         # every rank must run the same number of steps: repeat batches from the start up to a multiple
         self.batch_ids = np.resize(np.arange(n), -(-n // num_replicas) * num_replicas if n else 0)
         self._stats = _padding(src[self.order], tgt[self.order], self.bounds)
+
+    def shard(self, num_replicas: int, rank: int) -> TokenBatchSampler:
+        """The same batches for process ``rank`` of ``num_replicas``, at the start of epoch 0, without re-sorting."""
+        other = copy.copy(self)
+        n = self.num_batches
+        other.num_replicas, other.rank, other.epoch, other.consumed = num_replicas, rank, 0, 0
+        other.batch_ids = np.resize(np.arange(n), -(-n // num_replicas) * num_replicas if n else 0)
+        return other
 
     @property
     def num_batches(self) -> int:

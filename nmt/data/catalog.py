@@ -54,9 +54,11 @@ BLEU_TOKENIZE = {
     "none": "BLEU on the corpus's own whitespace tokens, no further tokenization",
 }
 
-# Characters that some line reader treats as a line break (Python's str.splitlines splits on all of
-# them); a sentence containing one would shift every later line of its file.
-LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# The characters that would break the one-sentence-per-line layout: ``\n`` ends a line, and ``\r``
+# before it would be taken for a CRLF ending. Other characters that str.splitlines() treats as line
+# breaks (U+0085, U+2028, …) occur inside real WMT sentences and are kept: our reader splits on
+# ``\n`` only, and valid/test references must stay exactly as distributed.
+LINE_BREAKS = "\n\r"
 _LINE_BREAKS_RE = "[" + LINE_BREAKS + "]"
 
 

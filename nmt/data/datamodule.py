@@ -84,6 +84,7 @@ class TranslationData(L.LightningDataModule):
         max_len_ratio: float = 0.0,
         cache_root: Path | None = None,
         file_hashes: dict[str, str] | None = None,
+        build_cache: bool = True,
     ):
         super().__init__()
         self.corpus, self.tokenizer = corpus, tokenizer
@@ -91,11 +92,13 @@ class TranslationData(L.LightningDataModule):
         self.num_workers = num_workers
         self.log = log
         self.cache_root, self.file_hashes = cache_root, file_hashes
+        self.build_cache = build_cache  # False: wait for this node's first process to encode (nmt.launch)
         self.datasets: dict[str, EncodedPairs] = {}
         self.raw: dict[str, tuple[list[str], list[str]]] = {}
         self.train_sampler: TokenBatchSampler | None = None
         self.filtered: dict[str, int] = {}
         self._sampler_state: dict | None = None
+        self._batch_layouts: dict[tuple[str, bool], TokenBatchSampler] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -104,7 +107,8 @@ class TranslationData(L.LightningDataModule):
 
         hashes = self.file_hashes if self.file_hashes is not None else self.corpus.hashes()
         cache_root = self.cache_root if self.cache_root is not None else data_root() / "cache"
-        encoded = load_or_encode(self.corpus, hashes, self.tokenizer.model_bytes, cache_root, log=self.log)
+        encoded = load_or_encode(self.corpus, hashes, self.tokenizer.model_bytes, cache_root, log=self.log,
+                                 build=self.build_cache)
         for split in SPLITS:
             src, tgt = encoded[split]
             index = self._filter_train(src, tgt) if split == "train" else None
@@ -152,6 +156,11 @@ class TranslationData(L.LightningDataModule):
         changed = sum(d != " ".join(r.split()) for d, r in zip(decoded, refs))
         return {"references": len(refs), "with_unknown": unknown, "changed": changed}
 
+    def target_tokens_per_batch(self) -> float:
+        """The mean number of non-padding target tokens (EOS included) in a training batch, as trained on."""
+        _, tgt_lens = self.datasets["train"].lengths()
+        return float(tgt_lens.sum()) / self._make_sampler("train", shuffle=True, world=1, rank=0).num_batches
+
     def describe_batches(self) -> str:
         sampler = self._make_sampler("train", shuffle=True, world=1, rank=0)
         share = sampler.padding()
@@ -178,11 +187,15 @@ class TranslationData(L.LightningDataModule):
 
     # ------------------------------------------------------------ loaders
     def _make_sampler(self, split: str, shuffle: bool, world: int, rank: int) -> TokenBatchSampler:
-        src_lens, tgt_lens = self.datasets[split].lengths()
-        max_tokens = self.max_tokens
-        if not shuffle:  # never refuse to translate a long evaluation sentence
-            max_tokens = max(max_tokens, int(src_lens.max()), int(tgt_lens.max()))
-        return TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle, self.seed, world, rank)
+        """The split's batches for this process; sorted and cut once per split (seconds on WMT'14), then sharded."""
+        key = (split, shuffle)
+        if key not in self._batch_layouts:
+            src_lens, tgt_lens = self.datasets[split].lengths()
+            max_tokens = self.max_tokens
+            if not shuffle:  # never refuse to translate a long evaluation sentence
+                max_tokens = max(max_tokens, int(src_lens.max()), int(tgt_lens.max()))
+            self._batch_layouts[key] = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle, self.seed)
+        return self._batch_layouts[key].shard(world, rank)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         trainer = self.trainer

@@ -153,15 +153,21 @@ def cache_key(file_hashes: dict[str, str], corpus: Corpus, model_bytes: bytes) -
 
 
 def load_or_encode(
-    corpus: Corpus, file_hashes: dict[str, str], model_bytes: bytes, cache_root: Path, workers: int | None = None, log=print
+    corpus: Corpus, file_hashes: dict[str, str], model_bytes: bytes, cache_root: Path, workers: int | None = None, log=print,
+    build: bool = True,
 ) -> dict[str, tuple[EncodedSide, EncodedSide]]:
     """Every split of ``corpus`` as (source, target) ``EncodedSide``s, encoded now or read from the cache.
 
     Raises ``DataError`` for unaligned or empty splits and for unreadable files (naming file and line);
-    then nothing is left in the cache.
+    then nothing is left in the cache. ``build=False`` (the other processes of a node under data
+    parallelism): wait until the node's first process has put the encoding into the cache (``nmt.launch``).
     """
     key = cache_key(file_hashes, corpus, model_bytes)
     folder = cache_root / "encoded" / key
+    if not build:
+        from nmt.launch import wait_for
+
+        wait_for(folder / "meta.json")
     if not (folder / "meta.json").is_file():
         workers = workers or default_workers()
         log(f"encoding {corpus.path} with {workers} process{'es' if workers > 1 else ''} (cached in {folder}) ...")

@@ -44,13 +44,21 @@ def spm_settings(vocab_size: int, model_type: str, sample_sentences: int, seed: 
 
 
 def train_or_load(
-    files: list[Path], file_hashes: list[str], cache_root: Path, settings: dict, log=print
+    files: list[Path], file_hashes: list[str], cache_root: Path, settings: dict, log=print, build: bool = True
 ) -> Path:
-    """Path of a SentencePiece model trained on ``files`` with ``settings``; trained only if not cached."""
+    """Path of a SentencePiece model trained on ``files`` with ``settings``; trained only if not cached.
+
+    ``build=False`` (the other processes of a node under data parallelism): wait until the node's first
+    process has put the model into the cache instead of training it too (see ``nmt.launch``).
+    """
     key_text = json.dumps({"files": file_hashes, "settings": settings}, sort_keys=True)
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     folder = cache_root / "spm" / key
     model = folder / "spm.model"
+    if not build:
+        from nmt.launch import wait_for
+
+        wait_for(model)
     if model.is_file():
         log(f"SentencePiece: using cached {model}")
         return model

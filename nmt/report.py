@@ -1,0 +1,446 @@
+"""The study report of a sweep (``nmt.sweep``): ``DIR/report/``, self-contained.
+
+``python -m nmt.report DIR [evaluation flags]`` rewrites it from the runs in ``DIR/runs`` (the sweep calls
+``build`` after training). It holds
+
+- ``results.md``, ``results.csv``, ``results.json``: evaluate.py's table (one row per variant and λ: BLEU
+  mean ± std over the seeds that did not diverge, diverged runs counted, Δ BLEU against ``post_ln`` with the
+  paired bootstrap p-value) and the smallest difference the seed-to-seed noise of ``post_ln`` lets one
+  detect (see ``detectable_difference``);
+- ``curves.png`` (validation loss and BLEU against updates, every run, coloured by variant),
+  ``bleu.png`` (BLEU bars with the std over seeds), ``grad_norms.png`` (per-layer gradient norms over the
+  first updates, one panel per variant and seed; runs trained with ``--log-layer-grads N``); the figures
+  need matplotlib (``pip install nmt[report]``), without it the report says so;
+- ``README.md``: setup, hardware, wall time, provenance (git commits, package versions), and how every
+  number was obtained.
+
+Evaluations are cached per run in ``DIR/eval/<run>.json`` (keyed by the run's results.json and the
+evaluation settings), so a rerun after one more run re-translates only that one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from nmt import evaluate
+from nmt.evaluate import BASELINE, RunScore, SkipRun
+
+# two-sided 5% and one-sided 20% (power 0.8) quantiles of Student's t, by degrees of freedom
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 14: 2.145, 16: 2.120, 18: 2.101, 20: 2.086, 30: 2.042}
+T_80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889, 9: 0.883, 10: 0.879,
+        12: 0.873, 14: 0.868, 16: 0.865, 18: 0.862, 20: 0.860, 30: 0.854}
+Z_975, Z_80 = 1.95996, 0.84162
+
+
+def _t(table: dict, df: int, z: float) -> float:
+    """The quantile for ``df`` degrees of freedom (the next smaller tabulated df: conservative; z above 30)."""
+    if df > 30:
+        return z
+    return table[max(d for d in table if d <= df)]
+
+
+def detectable_difference(sigma: float, n: int) -> dict:
+    """The smallest BLEU differences between two variants with n seeds each that the seed-to-seed standard
+    deviation σ (of post_ln) lets one tell from noise, two-sided at 5% (the difference of two means of n
+    seeds has standard deviation σ·√(2/n)):
+
+    - ``significant_normal``: 1.96·σ·√(2/n) ≈ 2·√2·σ/√n, the smallest observed Δ that is significant (normal);
+    - ``significant_t``: t₀.₉₇₅,₂ₙ₋₂·σ·√(2/n), the same with Student's t (σ estimated from the few seeds);
+    - ``detectable_80``: (t₀.₉₇₅,₂ₙ₋₂ + t₀.₈,₂ₙ₋₂)·σ·√(2/n), the true Δ found significant with 80% power.
+    """
+    scale = sigma * math.sqrt(2 / n)
+    out = {"sigma": sigma, "n": n, "significant_normal": Z_975 * scale, "significant_t": None, "detectable_80": None}
+    if n >= 2:
+        t975, t80 = _t(T_975, 2 * n - 2, Z_975), _t(T_80, 2 * n - 2, Z_80)
+        out["significant_t"], out["detectable_80"] = t975 * scale, (t975 + t80) * scale
+    return out
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+def eval_args(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(split=args.split, data=None, beam=args.beam, lenpen=args.lenpen,
+                              lenpen_style=args.lenpen_style, average_last=args.average_last, tokenized=False,
+                              limit=args.limit)
+
+
+def _settings_key(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ("split", "beam", "lenpen", "lenpen_style", "average_last", "limit")}
+
+
+def evaluate_runs(out: Path, args: argparse.Namespace) -> tuple[list[RunScore], list[dict], list[dict]]:
+    """(scores, diverged runs without a checkpoint to score, runs left out with the reason)."""
+    cache_dir = out / "eval"
+    cache_dir.mkdir(exist_ok=True)
+    scores, unscored, left_out = [], [], []
+    ev = eval_args(args)
+    runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []
+    for run in runs:
+        results = run / "results.json"
+        record = evaluate._results(run)
+        key = {"results_mtime_ns": results.stat().st_mtime_ns if results.is_file() else None, **_settings_key(args)}
+        cache = cache_dir / f"{run.name}.json"
+        if cache.is_file():
+            cached = json.loads(cache.read_text())
+            if cached.get("key") == key:
+                scores.append(RunScore(**cached["score"]))
+                continue
+        try:
+            score = evaluate.evaluate_run(run, ev)
+        except SkipRun as e:
+            if record.get("diverged"):
+                unscored.append({"run": str(run), **_run_identity(run), "diverged_at_step": record.get("diverged_at_step"),
+                                 "steps": record.get("steps", 0)})
+            else:
+                left_out.append({"run": str(run), "reason": str(e)})
+            continue
+        cache.write_text(json.dumps({"key": key, "score": asdict(score)}) + "\n")
+        scores.append(score)
+        print(f"{run.name}: BLEU {score.bleu:.2f}" + (" (diverged)" if score.diverged else ""), flush=True)
+    return scores, unscored, left_out
+
+
+def _run_identity(run: Path) -> dict:
+    cfg = evaluate._read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
+    return {"skip": cfg.get("skip", "?"), "lam": float(cfg.get("lam", 1.0)), "seed": int(cfg.get("seed", 0)),
+            "arch": cfg.get("arch", "?")}
+
+
+def _parameters(run: Path) -> int:
+    """Parameters of a run's model, built from its config (for a run that diverged before any checkpoint)."""
+    try:
+        import sentencepiece as spm
+
+        from nmt.model import Transformer, model_config
+
+        cfg = evaluate._read_yaml(run / "config.yaml")
+        vocab = spm.SentencePieceProcessor(model_file=str(run / "spm.model")).get_piece_size()
+        mcfg = model_config(cfg["arch"], vocab, skip=cfg["skip"], lam=cfg["lam"])
+        return Transformer(mcfg).num_parameters()
+    except Exception:  # noqa: BLE001 (a count for the table only)
+        return 0
+
+
+def add_unscored(rows: list[dict], unscored: list[dict]) -> None:
+    """Count diverged runs that left no checkpoint in their variant's row (a new row if it has none)."""
+    for u in unscored:
+        row = next((r for r in rows if (r["variant"], r["lambda"]) == (u["skip"], u["lam"])), None)
+        if row is None:
+            row = {"variant": u["skip"], "lambda": u["lam"], "parameters": _parameters(Path(u["run"])),
+                   "updates": u["steps"] or 0, "tokens_seen": 0, "wall_time_s": None, "seeds": 0, "diverged": 0,
+                   "skipped_updates": 0, "bleu_mean": None, "bleu_std": None, "chrf_mean": None, "delta_bleu": None,
+                   "p_value_max": None, "paired_seeds": 0}
+            for key in rows[0] if rows else {}:  # the protocol's extra scores, as in the other rows
+                row.setdefault(key, None)
+            rows.append(row)
+        row["seeds"] += 1
+        row["diverged"] += 1
+
+
+# ------------------------------------------------------------------------------------------- figures
+def _metrics(run: Path) -> list[dict]:
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _series(rows: list[dict], column: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        if r.get(column) not in (None, "") and r.get("step"):
+            xs.append(int(float(r["step"])))
+            ys.append(float(r[column]))
+    return xs, ys
+
+
+def _label(cfg: dict) -> str:
+    lam = float(cfg.get("lam", 1.0))
+    return f"{cfg.get('skip', '?')}" + (f" λ={lam:g}" if lam != 1 else "")
+
+
+def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
+    """Write the figures; returns their file names (empty without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    runs = sorted(p for p in (out / "runs").iterdir() if (p / "config.yaml").is_file())
+    cfgs = {run: evaluate._read_yaml(run / "config.yaml") for run in runs}
+    labels = sorted({_label(c) for c in cfgs.values()}, key=lambda s: (not s.startswith(BASELINE), s))
+    colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    written = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        rows_ = _metrics(run)
+        label = _label(cfgs[run])
+        for ax, column in zip(axes, ("val/loss", "val/bleu")):
+            xs, ys = _series(rows_, column)
+            if xs:
+                ax.plot(xs, ys, marker=".", color=colors[label], alpha=0.8, label=label)
+    for ax, title in zip(axes, ("validation loss (label-smoothed)", "validation BLEU (greedy)")):
+        ax.set_xlabel("update")
+        ax.set_title(title)
+        handles, names = ax.get_legend_handles_labels()
+        unique = dict(zip(names, handles))
+        if unique:
+            ax.legend(unique.values(), unique.keys(), fontsize=8)
+    fig.suptitle("every run (one line per seed), coloured by variant")
+    fig.tight_layout()
+    fig.savefig(folder / "curves.png", dpi=120)
+    plt.close(fig)
+    written.append("curves.png")
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 4.5))
+    for i, r in enumerate(rows):
+        label = r["variant"] + (f" λ={r['lambda']:g}" if r["lambda"] != 1 else "")
+        if r["bleu_mean"] is not None:
+            ax.bar(i, r["bleu_mean"], yerr=r["bleu_std"], capsize=4, color=colors.get(label, "grey"))
+        ax.text(i, (r["bleu_mean"] or 0) + (r["bleu_std"] or 0), f"n={r['seeds'] - r['diverged']}"
+                + (f"\n{r['diverged']} div." if r["diverged"] else ""), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["variant"] + (f"\nλ={r['lambda']:g}" if r["lambda"] != 1 else "") for r in rows], fontsize=8)
+    ax.set_ylabel("test BLEU (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(folder / "bleu.png", dpi=120)
+    plt.close(fig)
+    written.append("bleu.png")
+
+    grads = {run: _metrics(run) for run in runs}
+    grads = {run: m for run, m in grads.items() if m and any(k.startswith("grad_norm/") for k in m[0])}
+    if grads:
+        variants = sorted({_label(cfgs[r]) for r in grads}, key=lambda s: (not s.startswith(BASELINE), s))
+        seeds = sorted({int(cfgs[r].get("seed", 0)) for r in grads})
+        fig, axes = plt.subplots(len(variants), len(seeds), figsize=(4.5 * len(seeds), 3 * len(variants)),
+                                 squeeze=False, sharex=True)
+        used = set()
+        for run, m in grads.items():
+            where = (variants.index(_label(cfgs[run])), seeds.index(int(cfgs[run].get("seed", 0))))
+            used.add(where)
+            ax = axes[where[0]][where[1]]
+            columns = [k for k in m[0] if k.startswith("grad_norm/")]
+            for side, style in (("encoder", "-"), ("decoder", "--")):
+                layers = sorted((c for c in columns if c.startswith(f"grad_norm/{side}.")), key=lambda c: int(c.split(".")[-1]))
+                cmap = plt.get_cmap("viridis")
+                for j, c in enumerate(layers):
+                    xs, ys = _series(m, c)
+                    ax.plot(xs, ys, style, color=cmap(j / max(1, len(layers) - 1)), lw=1,
+                            label=f"{side} {c.split('.')[-1]}")
+            ax.set_yscale("log")
+            ax.set_title(f"{_label(cfgs[run])}, seed {cfgs[run].get('seed')}", fontsize=9)
+        for i, row in enumerate(axes):
+            for j, ax in enumerate(row):
+                ax.set_visible((i, j) in used)  # that variant was not trained with that seed
+        axes[min(used)[0]][min(used)[1]].legend(fontsize=6, ncol=2)
+        for ax in axes[-1]:
+            ax.set_xlabel("update")
+        for row in axes:
+            row[0].set_ylabel("gradient 2-norm of the layer")
+        fig.suptitle("per-layer gradient norms over the first updates (encoder solid, decoder dashed; "
+                     "lighter = higher layer)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(folder / "grad_norms.png", dpi=110)
+        plt.close(fig)
+        written.append("grad_norms.png")
+    return written
+
+
+# ------------------------------------------------------------------------------------------- the report
+def _provenance(out: Path) -> dict:
+    commits, packages, hardware, dirty = {}, {}, {}, False
+    for run in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
+        path = run / "provenance.json"
+        if not path.is_file():
+            continue
+        records = [json.loads(path.read_text())]
+        records += records[0].get("previous", [])
+        for p in records:
+            git = p.get("git", {})
+            commits.setdefault(git.get("commit") or "unknown", []).append(run.name)
+            dirty |= bool(git.get("dirty"))
+            for name, version in p.get("packages", {}).items():
+                packages.setdefault(name, set()).add(str(version))
+            hw = json.dumps(p.get("hardware", {}), sort_keys=True)
+            hardware.setdefault(hw, set()).add(run.name)
+    return {"commits": {c: sorted(set(r)) for c, r in commits.items()}, "dirty": dirty,
+            "packages": {k: sorted(v) for k, v in packages.items()},
+            "hardware": [{"hardware": json.loads(h), "runs": len(r)} for h, r in hardware.items()]}
+
+
+def build(out: Path, args: argparse.Namespace) -> Path:
+    """Evaluate every run of the study ``out`` and write ``out/report/``; returns that folder."""
+    started = time.time()
+    folder = out / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    scores, unscored, left_out = evaluate_runs(out, args)
+    keys = sorted({s.comparable for s in scores}, key=lambda k: -sum(s.comparable == k for s in scores))
+    tables, markdown = [], []
+    for i, key in enumerate(keys or [""]):
+        group = [s for s in scores if s.comparable == key]
+        rows = evaluate.build_table(group, args.bootstrap) if group else []
+        if i == 0:
+            add_unscored(rows, unscored)  # into the main table
+        base = next((r for r in rows if (r["variant"], r["lambda"]) == (BASELINE, 1.0)), None)
+        mdd = None
+        if base and base["bleu_std"] is not None and base["seeds"] - base["diverged"] >= 2:
+            mdd = detectable_difference(base["bleu_std"], base["seeds"] - base["diverged"])
+        title = f"{args.split} set, {len(group) + (len(unscored) if i == 0 else 0)} runs" + (f" ({key})" if key else "")
+        text = evaluate.markdown_table(rows, title) if rows else f"### {title}\n\nno run could be evaluated"
+        if group:
+            first = group[0]
+            text += (f"\n\nprotocol: {first.protocol.get('description', '')}  \nsacreBLEU: `{first.bleu_signature}`  "
+                     f"\nchrF++: `{first.chrf_signature}`")
+        text += "\n\n" + _mdd_text(mdd)
+        markdown.append(text)
+        tables.append({"comparable": key, "rows": rows, "detectable_difference": mdd,
+                       "runs": [{k: v for k, v in asdict(s).items() if k not in ("hypotheses", "references")}
+                                for s in group] + (unscored if i == 0 else [])})
+    if left_out:
+        markdown.append("Left out (not finished or not evaluable):\n" + "\n".join(f"- {x['run']}: {x['reason']}"
+                                                                                   for x in left_out))
+    (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
+    (folder / "results.json").write_text(json.dumps({"tables": tables, "left_out": left_out}, indent=2) + "\n")
+    with open(folder / "results.csv", "w", newline="") as f:
+        names = ["comparable"] + sorted({k for t in tables for r in t["rows"] for k in r})
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        for t in tables:
+            for r in t["rows"]:
+                writer.writerow({"comparable": t["comparable"], **r})
+    pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
+    readme = _readme(out, args, markdown, pictures, scores, unscored, left_out, time.time() - started)
+    (folder / "README.md").write_text(readme, encoding="utf-8")
+    return folder
+
+
+def _mdd_text(mdd: dict | None) -> str:
+    if mdd is None:
+        return ("Smallest detectable Δ: needs post_ln with at least 2 seeds that did not diverge (the seed-to-seed "
+                "standard deviation σ is estimated from them).")
+    def f(x):
+        return "—" if x is None else f"{x:.2f}"
+
+    return (f"Smallest Δ BLEU the seed noise lets one detect (two-sided, 5%; n = {mdd['n']} seeds per variant, "
+            f"σ = {mdd['sigma']:.2f} = std of post_ln's BLEU over its seeds; a difference of two n-seed means has "
+            f"std σ·√(2/n)): significant if |Δ| > 1.96·σ·√(2/n) ≈ 2·√2·σ/√n = **{f(mdd['significant_normal'])}** "
+            f"(normal), or > t₀.₉₇₅,₂ₙ₋₂·σ·√(2/n) = **{f(mdd['significant_t'])}** (Student's t, 2n−2 degrees of "
+            f"freedom); a true Δ of (t₀.₉₇₅ + t₀.₈)·σ·√(2/n) = **{f(mdd['detectable_80'])}** is found with 80% power. "
+            "A smaller Δ is within the seed noise.")
+
+
+def _readme(out: Path, args, markdown: list[str], pictures: list[str], scores, unscored, left_out, eval_s) -> str:
+    sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
+    settings = sweep.get("settings", {})
+    prov = _provenance(out)
+    invocations = sweep.get("invocations", [])
+    train_s = sum(i.get("wall_time_s") or 0 for i in invocations)
+    config_text = ""
+    if settings.get("config") and Path(settings["config"]).is_file():
+        config_text = "\n```yaml\n" + Path(settings["config"]).read_text() + "```\n"
+    run_walls = [s.wall_time_s for s in scores if s.wall_time_s]
+    lines = [
+        f"# Study report: {out.name}",
+        "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m nmt.sweep` / `python -m nmt.report`. "
+        f"{len(scores)} runs evaluated, {len(unscored)} diverged before any checkpoint (counted, no BLEU), "
+        f"{len(left_out)} left out.",
+        "",
+        "## Setup",
+        "",
+        (f"- Preset: `{settings['config']}` (sha256 `{settings['config_sha256'][:12]}`)" if settings.get("config")
+         else "- Preset: none (train.py defaults)") + ", extra train.py flags:"
+        f" `{' '.join(settings.get('train_args') or []) or 'none'}`, updates per run: "
+        f"{settings.get('max_steps') or 'the preset’s'}. Every run has the same data, preset, flags and number of "
+        "updates; only `--skip`, `--lambda` and `--seed` differ.",
+        *[f"- Invocation {i + 1}: `python -m nmt.sweep {' '.join(inv.get('argv', []))}`" for i, inv in enumerate(invocations)],
+        "- Identical models ran once under the canonical name (xskip λ=1 = skip; xskip_ln λ=1 = rskip_ln λ=1 = post_ln).",
+        config_text,
+        "## Hardware and wall time",
+        "",
+        *[f"- {h['runs']} run session(s) on: " + ", ".join(f"{k} {v}" for k, v in h["hardware"].items())
+          for h in prov["hardware"]],
+        f"- Sweep wall time (training, all invocations): {train_s / 3600:.2f} h; the evaluation for this report: "
+        f"{eval_s / 60:.1f} min (cached evaluations are reused).",
+        (f"- Wall time of one run (its last training session, results.json): median {statistics.median(run_walls) / 60:.1f} "
+         f"min" if run_walls else "- No run wall time recorded."),
+        "",
+        "## Provenance",
+        "",
+        *[f"- git commit `{c}`: {len(r)} run session(s)" for c, r in prov["commits"].items()],
+        f"- Uncommitted changes in any run's working tree: {'yes' if prov['dirty'] else 'no'}",
+        "- Packages: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(prov["packages"].items())),
+        "- Each run's own `provenance.json` (command, data and tokenizer SHA-256) is in `runs/<run>/`.",
+        "",
+        "## Results",
+        "",
+        *markdown,
+        "",
+        "## Figures",
+        "",
+    ]
+    if pictures:
+        lines += [f"![{p}]({p})" for p in pictures]
+        if "grad_norms.png" not in pictures:
+            lines.append("No per-layer gradient norms were logged: train with `--log-layer-grads N` for that figure.")
+    else:
+        lines.append("The figures need matplotlib: `pip install nmt[report]` (or `pip install matplotlib`), then "
+                     f"`python -m nmt.report {out}`.")
+    lines += [
+        "",
+        "## How every number was obtained",
+        "",
+        f"- **BLEU** (table): test split `{args.split}`, "
+        + (f"the average of each run's last {args.average_last} periodic checkpoints" if args.average_last
+           else "each run's `best.ckpt` (best validation BLEU)")
+        + f", beam {args.beam}, length penalty {args.lenpen_style} α {args.lenpen:g}"
+        + (f", first {args.limit} sentences only" if args.limit else "")
+        + "; sacreBLEU on detokenized output against the raw references, signature above; chrF++ likewise; the "
+        "dataset's extra protocol scores, if any, as named in the table.",
+        "- **mean ± std**: over the seeds of a variant that did not diverge (sample standard deviation; 0 with one "
+        "seed). **diverged**: runs stopped by `--max-nonfinite` consecutive non-finite updates, counted and never "
+        "averaged in; a run that diverged before its first checkpoint has no BLEU.",
+        f"- **Δ BLEU vs post_ln**: mean over the seeds both variants share of (variant − post_ln) on the same test "
+        f"set; **p**: paired bootstrap ({args.bootstrap} resamples, Koehn 2004) between the two outputs of the same "
+        "seed, the largest p over the paired seeds.",
+        "- **Smallest detectable Δ**: see the formula under the table; σ is post_ln's seed standard deviation.",
+        "- **Curves** (`curves.png`): validation loss (label-smoothed, per target token) and greedy validation BLEU "
+        "from each run's `metrics.csv`, at every validation. **Bars** (`bleu.png`): the table's mean ± std. "
+        "**Gradient norms** (`grad_norms.png`): the 2-norm of the gradient of all parameters of each encoder and "
+        "decoder layer at each of the first `--log-layer-grads` updates, before clipping, per seed.",
+        "- **Wall time**: seconds from start to end of the run's last train.py process (results.json).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nmt.sweep import build_parser
+
+    p = argparse.ArgumentParser(prog="python -m nmt.report", description="Rewrite DIR/report/ of a sweep.")
+    p.add_argument("out", type=Path, help="the sweep's --out folder")
+    for action in build_parser()._action_groups[-1]._group_actions:  # the evaluation flags, as the sweep's
+        p.add_argument(*action.option_strings, dest=action.dest, default=action.default, type=action.type,
+                       choices=action.choices, help=action.help)
+    args = p.parse_args(argv)
+    if not (args.out / "runs").is_dir():
+        print(f"report: error: {args.out} holds no runs/ folder", file=sys.stderr)
+        return 2
+    print(f"report written to {build(args.out, args)}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

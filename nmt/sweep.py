@@ -1,0 +1,406 @@
+"""``python -m nmt.sweep``: train every residual variant × λ × seed once, evaluate them all, write a report.
+
+    python -m nmt.sweep --config configs/multi30k.yaml --skip post_ln,pre_ln,rskip_ln --lambda 1,2 \\
+        --seeds 1,2,3 --out study/multi30k [--max-steps N] [--parallel K] [-- other train.py flags]
+
+- **Plan.** Every combination of ``--skip`` and ``--lambda`` that the variant accepts
+  (``nmt.residual.check_lambda``) is trained once per seed; the others are listed with the reason. Identical
+  models run once, under the canonical name: ``xskip`` λ=1 is ``skip``, ``xskip_ln`` λ=1 and ``rskip_ln``
+  λ=1 are ``post_ln``. The plan is printed before anything runs (``--dry-run``: only the plan).
+- **Fairness.** Every run gets the same ``--config``, the same extra train.py flags and ``--max-steps``:
+  the same data, model size, number of updates and seeds. ``DIR/sweep.json`` records them, and a later
+  sweep into the same ``--out`` with other training settings is refused, so several invocations with
+  different ``--skip``/``--lambda``/``--seeds`` (per-variant seed counts) add to one comparable study.
+- **Runs.** ``train.py`` in a subprocess per run, in ``DIR/runs/<skip>-lambda<λ>-seed<s>`` with its output in
+  ``DIR/logs/<name>.log``; one after another, or ``--parallel K`` at once with ``OMP_NUM_THREADS`` =
+  cores / K each.
+- **Interruptions.** A rerun of the same command skips finished runs and diverged runs (a divergence, exit
+  status 3, is a result: recorded with its update, never retried), resumes unfinished ones from their
+  checkpoint (``train.py --resume``), and starts again from scratch a run that was stopped before its
+  first checkpoint. SIGINT/SIGTERM to the sweep stop its runs cleanly (each saves ``last.ckpt``); if the
+  sweep is killed outright (SIGKILL), its runs get SIGTERM from the kernel (Linux ``PR_SET_PDEATHSIG``)
+  and save likewise, and a new sweep on the same ``--out`` waits until they have exited.
+- **Report.** All runs in ``DIR/runs`` are evaluated (``nmt.evaluate``; scores cached in ``DIR/eval``) and
+  ``DIR/report/`` is written by ``nmt.report``: the BLEU table, the smallest detectable difference,
+  figures and a README with setup, hardware, wall time and provenance. ``--report-only`` skips training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CANONICAL = {("xskip", 1.0): "skip", ("xskip_ln", 1.0): "post_ln", ("rskip_ln", 1.0): "post_ln"}
+"""Variants that are the same model as another at this λ: run once, under the canonical name."""
+
+RESERVED = ("--skip", "--lambda", "--seed", "--run-dir", "--resume", "--config")
+"""train.py flags the sweep sets itself; they may not be passed through."""
+
+
+class SweepError(Exception):
+    """A bad sweep command; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Run:
+    skip: str
+    lam: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        skip = self.skip.replace(":", "_").replace("/", "_")
+        return f"{skip}-lambda{self.lam:g}-seed{self.seed}"
+
+
+@dataclass
+class Plan:
+    runs: list[Run]
+    invalid: list[tuple[str, float, str]] = field(default_factory=list)  # (skip, λ, why not)
+    merged: list[tuple[str, float, str]] = field(default_factory=list)  # (skip, λ, canonical name it runs as)
+
+    def describe(self) -> str:
+        combos = sorted({(r.skip, r.lam) for r in self.runs}, key=lambda c: self.runs.index(
+            next(r for r in self.runs if (r.skip, r.lam) == c)))
+        lines = [f"plan: {len(self.runs)} runs = {len(combos)} variant/λ combinations × their seeds"]
+        for skip, lam in combos:
+            seeds = [r.seed for r in self.runs if (r.skip, r.lam) == (skip, lam)]
+            lines.append(f"  run    {skip} λ={lam:g}, seeds {', '.join(map(str, seeds))}")
+        for skip, lam, canonical in self.merged:
+            lines.append(f"  same   {skip} λ={lam:g} is the same model as {canonical} λ=1: runs once, as {canonical}")
+        for skip, lam, why in self.invalid:
+            lines.append(f"  skip   {skip} λ={lam:g}: {why}")
+        return "\n".join(lines)
+
+
+def make_plan(skips: list[str], lambdas: list[float], seeds: list[int]) -> Plan:
+    """Every valid (skip, λ) once, identical ones merged under the canonical name, times every seed."""
+    from nmt.residual import check_lambda, residual_class
+
+    for skip in skips:
+        try:
+            residual_class(skip)
+        except ValueError as e:
+            raise SweepError(f"--skip: {e}") from None
+    combos: list[tuple[str, float]] = []
+    plan = Plan(runs=[])
+    for skip in skips:
+        for lam in lambdas:
+            try:
+                check_lambda(skip, lam)
+            except ValueError as e:
+                plan.invalid.append((skip, lam, str(e).split("; use a variant")[0]))
+                continue
+            target = (skip, float(lam))
+            canonical = CANONICAL.get(target)
+            if canonical is not None:
+                plan.merged.append((skip, float(lam), canonical))
+                target = (canonical, 1.0)
+            if target not in combos:
+                combos.append(target)
+    plan.runs = [Run(skip, lam, seed) for seed in seeds for skip, lam in combos]
+    return plan
+
+
+# ------------------------------------------------------------------------------------------- run states
+FINISHED, DIVERGED, RESUME, FRESH, RESTART = "finished", "diverged", "resume", "fresh", "restart"
+
+
+def read_results(run_dir: Path) -> dict:
+    try:
+        record = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def run_state(run_dir: Path) -> str:
+    """What a rerun does with this run directory.
+
+    finished (results.json with ``finished`` and a test score) and diverged (``diverged``): nothing; resume:
+    it holds a run with a valid checkpoint; fresh: no run yet; restart: a run stopped before its first
+    checkpoint (train.py would refuse to start it again in place, and has nothing to resume from).
+    """
+    from nmt.checkpoint import newest_valid_checkpoint
+
+    record = read_results(run_dir)
+    if record.get("finished") is True and "test" in record:
+        return FINISHED
+    if record.get("diverged"):
+        return DIVERGED
+    if not (run_dir / "config.yaml").is_file():
+        return FRESH
+    ckpt_dir = run_dir / "checkpoints"
+    if ckpt_dir.is_dir() and newest_valid_checkpoint(ckpt_dir, ckpt_dir / "last.ckpt")[0] is not None:
+        return RESUME
+    return RESTART
+
+
+def train_command(run: Run, run_dir: Path, state: str, config: str | None, train_args: list[str],
+                  max_steps: int | None) -> list[str]:
+    script = ROOT / "train.py"
+    base = [sys.executable, str(script)] if script.is_file() else [
+        sys.executable, "-c", "import sys; from nmt.train import main; sys.exit(main())"]
+    steps = ["--max-steps", str(max_steps)] if max_steps is not None else []
+    if state == RESUME:
+        return [*base, "--resume", "--run-dir", str(run_dir), *steps]
+    return [*base, *(["--config", config] if config else []), *train_args, "--skip", run.skip,
+            "--lambda", f"{run.lam:g}", "--seed", str(run.seed), "--run-dir", str(run_dir), *steps]
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child: get SIGTERM when the sweep dies, even by SIGKILL (Linux), so the run saves and stops."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the sweep died before prctl: nobody will send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+# ------------------------------------------------------------------------------------------- the sweep
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """What every run of the study must share; recorded in DIR/sweep.json."""
+    config = Path(args.config) if args.config else None
+    return {
+        "config": str(config) if config else None,
+        "config_sha256": _sha256(config) if config else None,
+        "train_args": args.train_args,
+        "max_steps": args.max_steps,
+    }
+
+
+def _record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> dict:
+    path = out / "sweep.json"
+    settings = _settings(args)
+    record = json.loads(path.read_text()) if path.is_file() else {"settings": settings, "invocations": []}
+    if record["settings"] != settings:
+        differs = "; ".join(f"{k}: study has {record['settings'].get(k)!r}, asked {v!r}" for k, v in settings.items()
+                            if record["settings"].get(k) != v)
+        raise SweepError(f"{out} holds a study trained with other settings ({differs}); its runs would not be "
+                         "comparable: use another --out")
+    record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv,
+                                  "skip": args.skip, "lambda": args.lambdas, "seeds": args.seeds,
+                                  "parallel": args.parallel, "wall_time_s": None})
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _finish_invocation(out: Path, started: float) -> None:
+    path = out / "sweep.json"
+    record = json.loads(path.read_text())
+    record["invocations"][-1]["wall_time_s"] = round(time.time() - started, 1)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _lock(out: Path) -> int:
+    """Hold DIR/.sweep.lock (passed on to every run, so a killed sweep's runs hold it until they exit)."""
+    fd = os.open(out / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting: another sweep, or runs of a sweep that was stopped, still use {out} ...", flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+class Stop:
+    """SIGINT/SIGTERM to the sweep: no new runs; running ones get SIGTERM (they save and stop)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.procs: list[subprocess.Popen] = []
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping the running runs (each saves its checkpoint) ...", flush=True)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+
+def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> tuple[dict, int | None]:
+    """Run what the plan still needs; returns {run name: outcome} and the signal that stopped the sweep."""
+    runs_dir, logs = out / "runs", out / "logs"
+    runs_dir.mkdir(exist_ok=True)
+    logs.mkdir(exist_ok=True)
+    todo, outcome = deque(), {}
+    for run in plan.runs:
+        run_dir = runs_dir / run.name
+        state = run_state(run_dir)
+        if state == FINISHED:
+            outcome[run.name] = "finished earlier"
+        elif state == DIVERGED:
+            outcome[run.name] = f"diverged earlier at update {read_results(run_dir).get('diverged_at_step', '?')}"
+        else:
+            todo.append((run, state))
+    done = len(plan.runs) - len(todo)
+    print(f"{done} of {len(plan.runs)} runs already done (finished or diverged); {len(todo)} to train "
+          f"({sum(s == RESUME for _, s in todo)} resumed from their checkpoint)", flush=True)
+    cores = os.cpu_count() or 1
+    threads = args.threads or max(1, cores // args.parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    stop = Stop()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    running: dict[subprocess.Popen, tuple[Run, float]] = {}
+    try:
+        while (todo and stop.signum is None) or running:
+            while todo and len(running) < args.parallel and stop.signum is None:
+                run, state = todo.popleft()
+                run_dir = runs_dir / run.name
+                if state == RESTART:
+                    shutil.rmtree(run_dir)
+                    print(f"{run.name}: stopped before its first checkpoint; starting it again from scratch", flush=True)
+                command = train_command(run, run_dir, RESUME if state == RESUME else FRESH, args.config,
+                                        args.train_args, args.max_steps)
+                with open(logs / f"{run.name}.log", "a") as log:
+                    log.write(f"\n$ {' '.join(command)}\n")
+                    log.flush()
+                    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd,),
+                                            start_new_session=True, preexec_fn=partial(_die_with_parent, os.getpid()))
+                stop.procs.append(proc)
+                running[proc] = (run, time.time())
+                verb = "resuming" if state == RESUME else "training"
+                print(f"[{time.strftime('%H:%M:%S')}] {verb} {run.name} ({threads} threads)", flush=True)
+            for proc in [p for p in running if p.poll() is not None]:
+                run, began = running.pop(proc)
+                outcome[run.name] = _outcome(run, runs_dir / run.name, proc.returncode)
+                print(f"[{time.strftime('%H:%M:%S')}] {run.name}: {outcome[run.name]} ({time.time() - began:.0f} s)",
+                      flush=True)
+            time.sleep(0.2)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return outcome, stop.signum
+
+
+def _outcome(run: Run, run_dir: Path, status: int) -> str:
+    record = read_results(run_dir)
+    if status == 0:
+        return f"finished, test BLEU {record.get('test', {}).get('bleu', '?')} (greedy)"
+    if status == 3 or record.get("diverged"):
+        return f"diverged at update {record.get('diverged_at_step', '?')} (a result: recorded, not retried)"
+    if status > 128:
+        return f"stopped by {signal.Signals(status - 128).name}; the next sweep resumes it"
+    return f"failed with exit status {status} (see logs/{run.name}.log); the next sweep tries it again"
+
+
+# ------------------------------------------------------------------------------------------- command line
+def _list(kind):
+    def parse(text: str):
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nmt.sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train every skip variant × λ × seed with the same data and number of updates, evaluate them "
+        "and write a report. Flags after -- go to every train.py run.",
+        epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("--config", help="train.py --config preset shared by every run")
+    p.add_argument("--skip", type=_list(str), required=True, help="comma-separated variants (post_ln,rskip_ln,...)")
+    p.add_argument("--lambda", dest="lambdas", type=_list(float), default=[1.0],
+                   help="comma-separated λ values; each variant runs with those it accepts (default: 1)")
+    p.add_argument("--seeds", type=_list(int), default=[1], help="comma-separated seeds (default: 1)")
+    p.add_argument("--out", type=Path, required=True, help="the study folder: runs/, logs/, eval/, report/")
+    p.add_argument("--max-steps", type=int, help="updates per run (default: the preset's)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once (each with cores/K threads)")
+    p.add_argument("--threads", type=int, default=0, help="threads per run (default: cores / --parallel)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument("--report-only", action="store_true", help="train nothing: evaluate the runs there and report")
+    g = p.add_argument_group("evaluation (as evaluate.py)")
+    g.add_argument("--split", default="test", choices=["valid", "test"])
+    g.add_argument("--beam", type=int, default=4)
+    g.add_argument("--lenpen", type=float, default=0.6)
+    g.add_argument("--lenpen-style", default="gnmt", choices=["gnmt", "fairseq"])
+    g.add_argument("--average-last", type=int, default=0, metavar="N")
+    g.add_argument("--bootstrap", type=int, default=1000)
+    g.add_argument("--limit", type=int, default=0, help="evaluate the first N sentences only")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    own, train_args = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args = build_parser().parse_args(own)
+    args.train_args = train_args
+    for flag in train_args:
+        if flag.split("=")[0] in RESERVED:
+            raise SweepError(f"{flag.split('=')[0]} after --: the sweep sets it for every run (use the sweep's own "
+                             "--skip, --lambda, --seeds, --config, --out)")
+    if args.parallel < 1:
+        raise SweepError("--parallel must be ≥ 1")
+    if args.config and not Path(args.config).is_file():
+        raise SweepError(f"--config {args.config}: file not found")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+        plan = make_plan(args.skip, args.lambdas, args.seeds)
+    except SweepError as e:
+        print(f"sweep: error: {e}", file=sys.stderr)
+        return 2
+    print(plan.describe(), flush=True)
+    if args.dry_run:
+        return 0
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    lock_fd = _lock(out)
+    if not args.report_only:  # a report of the runs there, whatever trained them
+        try:
+            _record_invocation(out, args, argv)
+        except SweepError as e:
+            print(f"sweep: error: {e}", file=sys.stderr)
+            return 2
+    signum, failed = None, []
+    if not args.report_only:
+        outcome, signum = train_all(plan, args, out, lock_fd)
+        failed = [name for name, what in outcome.items() if what.startswith(("failed", "stopped"))]
+        if signum is not None:
+            _finish_invocation(out, started)
+            print(f"sweep stopped by {signal.Signals(signum).name}; rerun the same command to continue", flush=True)
+            return 128 + signum
+        if failed:
+            print(f"{len(failed)} runs failed: {', '.join(failed)}; the report leaves them out, the next sweep "
+                  "tries them again", file=sys.stderr)
+    from nmt import report
+
+    if not args.report_only:
+        _finish_invocation(out, started)
+    folder = report.build(out, args)
+    print(f"report written to {folder}/", flush=True)
+    return 1 if not args.report_only and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The sweep runner (``python -m nmt.sweep``) and its report, with real runs and a real interruption.
+
+One small study is trained once for the module, in a 560-pair generated corpus with the tiny model:
+post_ln, rskip_ln λ=2 and a block that makes every update non-finite (it diverges). The first sweep is
+killed with SIGKILL while its second run trains; the rerun must skip the finished run, resume the
+interrupted one, start again a run left without a checkpoint, record the divergence, and report. A third
+invocation adds a second post_ln seed into the same study.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import metrics, train_command
+
+from nmt.report import detectable_difference
+from nmt.sweep import DIVERGED, FINISHED, FRESH, RESTART, RESUME, Run, main, make_plan, run_state
+
+TESTS = Path(__file__).resolve().parent
+NAN = "nonfinite_block:NaNOnBatches"
+TRAIN = ["--data", "corpus", "--arch", "tiny", "--vocab-size", "400", "--max-tokens", "512", "--val-every", "40",
+         "--log-every", "1", "--log-layer-grads", "10", "--max-nonfinite", "3"]
+SWEEP = ["--skip", f"post_ln,rskip_ln,{NAN}", "--lambda", "1,2", "--seeds", "1", "--out", "study", "--max-steps", "80",
+         "--bootstrap", "100", "--threads", "1"]
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+def test_plan_keeps_valid_combinations_merges_identical_ones_and_says_why():
+    plan = make_plan(["post_ln", "pre_ln", "skip", "xskip", "xskip_ln", "rskip_ln"], [0.5, 1, 2, 3], [1, 2, 3])
+    combos = list(dict.fromkeys((r.skip, r.lam) for r in plan.runs))
+    assert combos == [("post_ln", 1.0), ("pre_ln", 1.0), ("skip", 1.0), ("xskip", 0.5), ("xskip", 2.0), ("xskip", 3.0),
+                      ("xskip_ln", 0.5), ("xskip_ln", 2.0), ("xskip_ln", 3.0), ("rskip_ln", 2.0), ("rskip_ln", 3.0)]
+    assert len(plan.runs) == 11 * 3 and len(set(plan.runs)) == len(plan.runs)
+    assert [r.seed for r in plan.runs[:12]] == [1] * 11 + [2]  # every variant's seed 1 first
+    assert plan.merged == [("xskip", 1.0, "skip"), ("xskip_ln", 1.0, "post_ln"), ("rskip_ln", 1.0, "post_ln")]
+    invalid = {(s, lam): why for s, lam, why in plan.invalid}
+    assert set(invalid) == {(s, lam) for s in ("post_ln", "pre_ln", "skip") for lam in (0.5, 2, 3)} | {("rskip_ln", 0.5)}
+    assert "has no λ" in invalid[("post_ln", 2)] and "integer λ ≥ 1" in invalid[("rskip_ln", 0.5)]
+    text = plan.describe()
+    assert text.startswith("plan: 33 runs = 11 variant/λ combinations")
+    assert "xskip_ln λ=1 is the same model as post_ln λ=1: runs once, as post_ln" in text
+    assert "skip   rskip_ln λ=0.5: skip variant 'rskip_ln' needs an integer λ ≥ 1" in text
+
+
+def test_identical_variant_alone_runs_under_its_canonical_name():
+    plan = make_plan(["rskip_ln"], [1], [4])
+    assert plan.runs == [Run("post_ln", 1.0, 4)] and plan.runs[0].name == "post_ln-lambda1-seed4"
+
+
+def test_bad_commands_are_refused(capsys):
+    assert main(["--skip", "no_such_skip", "--out", "x", "--dry-run"]) == 2
+    assert "unknown skip variant 'no_such_skip'" in capsys.readouterr().err
+    assert main(["--skip", "post_ln", "--out", "x", "--dry-run", "--", "--seed", "3"]) == 2
+    assert "--seed after --: the sweep sets it" in capsys.readouterr().err
+
+
+def test_detectable_difference_formulas():
+    d = detectable_difference(0.3, 3)
+    assert d["significant_normal"] == pytest.approx(1.95996 * 0.3 * (2 / 3) ** 0.5)
+    assert d["significant_normal"] == pytest.approx(2 * 2**0.5 * 0.3 / 3**0.5, rel=0.03)  # the 2·√2·σ/√n rule
+    assert d["significant_t"] == pytest.approx(2.776 * 0.3 * (2 / 3) ** 0.5)  # t with 2n − 2 = 4 degrees of freedom
+    assert d["detectable_80"] == pytest.approx((2.776 + 0.941) * 0.3 * (2 / 3) ** 0.5)
+    assert detectable_difference(0.3, 40)["significant_t"] == pytest.approx(d["significant_normal"] * (3 / 40) ** 0.5)
+    assert detectable_difference(0.3, 1)["significant_t"] is None
+
+
+# ---------------------------------------------------------------------------------------------- a real study
+def sweep_command(args, folder):
+    command, env = train_command([], folder / "data", threads=1)
+    env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    env["PYTHONPATH"] += os.pathsep + str(TESTS)  # for --skip nonfinite_block:NaNOnBatches
+    env["NMT_TEST_NAN_BATCHES"] = "1-"  # that block makes every training batch NaN: its run diverges
+    return [sys.executable, "-m", "nmt.sweep", *args, "--", *TRAIN], env
+
+
+def sweep(args, folder):
+    command, env = sweep_command(args, folder)
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
+def trained_rows(run_dir):
+    path = run_dir / "metrics.csv"
+    return [r for r in metrics(run_dir) if r.get("train/loss")] if path.is_file() else []
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from nmt.data import synthetic
+
+    folder = tmp_path_factory.mktemp("sweep")
+    pairs = synthetic.generate_pairs(600, seed=3)
+    corpus = folder / "corpus"
+    corpus.mkdir()
+    for split, (lo, hi) in {"train": (0, 560), "valid": (560, 580), "test": (580, 600)}.items():
+        (corpus / f"{split}.en").write_text("".join(e + "\n" for e, _ in pairs[lo:hi]))
+        (corpus / f"{split}.de").write_text("".join(d + "\n" for _, d in pairs[lo:hi]))
+    runs = folder / "study" / "runs"
+    first, second, third = (runs / n for n in ("post_ln-lambda1-seed1", "rskip_ln-lambda2-seed1",
+                                                f"{NAN.replace(':', '_')}-lambda1-seed1"))
+
+    # 1. the sweep, killed with SIGKILL once its first run has finished and its second has trained a few updates
+    command, env = sweep_command(SWEEP, folder)
+    proc = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while len(trained_rows(second)) < 3:
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "the second run did not start training"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    killed_output = proc.communicate()[0]
+    first_results = (first / "results.json").stat().st_mtime_ns
+    # a run stopped before its first checkpoint: a run directory with config.yaml and nothing to resume from
+    third.mkdir(parents=True)
+    (third / "config.yaml").write_text((first / "config.yaml").read_text())
+
+    # 2. the same command again, two runs at once: it waits for the killed sweep's run to stop, then continues
+    rerun = sweep([*SWEEP, "--parallel", "2"], folder)
+    # 3. a second seed of post_ln into the same study (per-variant seed counts)
+    more = sweep(["--skip", "post_ln", "--seeds", "2", "--out", "study", "--max-steps", "80", "--bootstrap", "100",
+                  "--threads", "1"],
+                 folder)
+    return {"folder": folder, "killed": killed_output, "rerun": rerun, "more": more, "first": first, "second": second,
+            "third": third, "first_results": first_results}
+
+
+def test_killed_sweep_resumes_unfinished_runs_and_skips_finished_ones(study):
+    rerun = study["rerun"]
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-3000:]
+    assert "post_ln-lambda1-seed1: finished" in study["killed"]
+    assert "1 of 3 runs already done (finished or diverged); 2 to train (1 resumed from their checkpoint)" in rerun.stdout
+    assert "resuming rskip_ln-lambda2-seed1 (" in rerun.stdout
+    assert (study["first"] / "results.json").stat().st_mtime_ns == study["first_results"]  # not trained again
+    log = (study["folder"] / "study" / "logs" / "rskip_ln-lambda2-seed1.log").read_text()
+    assert "stopped by SIGTERM" in log  # the killed sweep's run got SIGTERM (PR_SET_PDEATHSIG) and saved
+    assert "resuming from" in log and log.count("\n$ ") == 2
+    result = json.loads((study["second"] / "results.json").read_text())
+    assert result["finished"] is True and result["steps"] == 80
+    steps = [int(r["step"]) for r in trained_rows(study["second"])]
+    assert steps == list(range(1, 81))  # every update once, across the interruption
+
+
+def test_run_without_checkpoint_is_started_again_and_divergence_is_recorded(study):
+    rerun, third = study["rerun"], study["third"]
+    assert f"{third.name}: stopped before its first checkpoint; starting it again from scratch" in rerun.stdout
+    assert f"{third.name}: diverged at update 1 (a result: recorded, not retried)" in rerun.stdout
+    result = json.loads((third / "results.json").read_text())
+    assert result["diverged"] is True and result["diverged_at_step"] == 1
+    assert run_state(third) == DIVERGED and run_state(study["first"]) == FINISHED
+
+
+def test_run_states(study, tmp_path):
+    assert run_state(tmp_path / "nothing") == FRESH
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("skip: post_ln\n")
+    assert run_state(run) == RESTART
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"truncated")
+    assert run_state(run) == RESTART  # a checkpoint that does not load is none
+    (run / "checkpoints" / "step-5.ckpt").write_bytes((study["second"] / "checkpoints" / "last.ckpt").read_bytes())
+    assert run_state(run) == RESUME
+    (run / "results.json").write_text(json.dumps({"finished": False, "stopped": "SIGTERM"}))
+    assert run_state(run) == RESUME
+
+
+def test_layer_gradient_norms_are_logged_for_the_first_updates(study):
+    rows = [r for r in metrics(study["first"]) if r.get("grad_norm/encoder.0")]
+    assert [int(r["step"]) for r in rows] == list(range(1, 11))
+    for r in rows:
+        for column in ("grad_norm/encoder.0", "grad_norm/encoder.1", "grad_norm/decoder.0", "grad_norm/decoder.1"):
+            assert float(r[column]) > 0
+
+
+def test_report_table_and_files(study):
+    more = study["more"]
+    assert more.returncode == 0, more.stdout[-4000:] + more.stderr[-3000:]
+    assert "plan: 1 runs" in more.stdout and "training post_ln-lambda1-seed2" in more.stdout
+    report = study["folder"] / "study" / "report"
+    text = (report / "results.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["post_ln"][1] == "1" and rows["post_ln"][6:8] == ["2", "0"]  # λ, seeds, diverged
+    assert rows["rskip_ln"][1] == "2" and rows["rskip_ln"][6:8] == ["1", "0"]
+    assert rows["rskip_ln"][-2].startswith(("+", "-")) and rows["rskip_ln"][-1].strip(" |") != "—"  # Δ and p
+    assert rows[NAN][6:8] == ["1", "1"] and rows[NAN][9] == "—"  # seeds, diverged; no BLEU
+    assert "Smallest Δ BLEU the seed noise lets one detect (two-sided, 5%; n = 2 seeds" in text
+    data = json.loads((report / "results.json").read_text())
+    assert data["tables"][0]["detectable_difference"]["n"] == 2
+    readme = (report / "README.md").read_text()
+    for part in ("## Setup", "## Hardware and wall time", "## Provenance", "git commit", "torch", "## Results",
+                 "## How every number was obtained", "paired bootstrap (100 resamples"):
+        assert part in readme
+    assert (report / "results.csv").read_text().count("\n") == 4  # header and 3 rows
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "pip install nmt[report]" in readme
+    else:
+        for name in ("curves.png", "bleu.png", "grad_norms.png"):
+            assert (report / name).stat().st_size > 1000 and f"![{name}]({name})" in readme
+
+
+def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study):
+    folder = study["folder"]
+    other = sweep(["--skip", "post_ln", "--seeds", "3", "--out", "study", "--max-steps", "99", "--threads", "1"], folder)
+    assert other.returncode == 2 and "holds a study trained with other settings (max_steps: study has 80" in other.stderr
+    again = sweep(SWEEP, folder)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "3 of 3 runs already done" in again.stdout and "training" not in again.stdout.split("to train")[1]
+
+
+def test_sigterm_to_the_sweep_stops_its_run_cleanly(study):
+    folder = study["folder"]
+    command, env = sweep_command(["--skip", "pre_ln", "--out", "stopped", "--max-steps", "100000", "--threads", "1"], folder)
+    proc = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = folder / "stopped" / "runs" / "pre_ln-lambda1-seed1"
+    deadline = time.monotonic() + 120
+    while len(trained_rows(run)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, out[-3000:]
+    assert "pre_ln-lambda1-seed1: stopped by SIGTERM; the next sweep resumes it" in out
+    assert "sweep stopped by SIGTERM; rerun the same command to continue" in out
+    result = json.loads((run / "results.json").read_text())
+    assert result["stopped"] == "SIGTERM" and result["finished"] is False
+    assert run_state(run) == RESUME and not (folder / "stopped" / "report").exists()
