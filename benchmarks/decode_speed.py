@@ -22,10 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nmt.data.corpus import data_root, read_lines, resolve_corpus  # noqa: E402
-from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load  # noqa: E402
-from nmt.model import Transformer, model_config  # noqa: E402
-from nmt.translate import Translator  # noqa: E402
+from nmt.bench import decode_translator  # noqa: E402  (the model and lines, shared with python -m nmt.bench)
+from nmt.data.corpus import resolve_corpus  # noqa: E402
 
 
 def main() -> None:
@@ -41,19 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     corpus = resolve_corpus(args.data, None, None)
-    lines = read_lines(corpus.file("test", corpus.src))
-    if args.run:
-        translator = Translator.load(args.run)
-        what = f"trained model {args.run}"
-    else:
-        files = [corpus.file("train", corpus.src), corpus.file("train", corpus.tgt)]
-        hashes = corpus.hashes()
-        spm = train_or_load(files, [hashes[str(f)] for f in files], data_root() / "cache", spm_settings(8000, "unigram", 2_000_000, 1))
-        tokenizer = Tokenizer(spm)
-        torch.manual_seed(0)
-        model = Transformer(model_config(args.arch, tokenizer.vocab_size, dropout=0.0))
-        translator = Translator(model, tokenizer, max_len_a=1.0, max_len_b=0)
-        what = f"untrained `{args.arch}` model ({model.num_parameters():,} parameters), output length = source length"
+    translator, lines, what = decode_translator(args.data, args.run, args.arch, vocab_size=8000)
 
     def run(beam: int, cached: bool, n: int) -> tuple[int, bool, int, float, float]:
         start = time.perf_counter()

@@ -106,8 +106,8 @@ def beam_search(
 
     All B sentences × ``beam`` (k) hypotheses are decoded together: row i·k + j of the batch is
     hypothesis j of sentence i. The encoder runs once; its output is repeated to B·k rows once, so the
-    cross-attention keys/values are computed once, at the first step, and then only move with their
-    rows. Step t (every live hypothesis has t tokens after BOS):
+    cross-attention keys/values are computed once, at the first step, and then only move when
+    sentences leave the batch. Step t (every live hypothesis has t tokens after BOS):
 
     1. decode the newest token of every live hypothesis (with ``use_cache``, only that token: the
        ``DecoderCache`` holds the earlier keys/values; without it, the whole prefix again) and take
@@ -216,7 +216,9 @@ def beam_search(
             index, next_token, memory, src_mask = index[rows], next_token[rows], memory[rows], src_mask[rows]
         history = torch.cat([history[index], next_token.unsqueeze(1)], dim=1)
         if cache is not None:
-            cache.reorder(index)
+            # cross-attention keys/values are the same for the k rows of a sentence: they only move when
+            # sentences leave the batch (then the kept sentences' rows, as memory above)
+            cache.reorder(index, cross_index=rows if n_done else None)
 
     return [hyp[:n] for hyp, n in zip(best_tokens.tolist(), best_len.tolist())]
 

@@ -252,11 +252,23 @@ class DecoderCache:
         self.layers: list[dict] = [{} for _ in range(n_layers)]
         self.length = 0
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, cross_index: Tensor | None | str = "same") -> None:
+        """Row i of the cache becomes row ``index[i]``.
+
+        ``cross_index`` selects the rows of the cross-attention keys/values (computed from the encoder output
+        only): ``"same"`` (default) uses ``index``; a tensor uses those rows instead; None leaves them as they
+        are. None (or the kept rows) is correct only when every new row i attends to the same encoder output as
+        old row ``cross_index[i]`` — beam search's case: the k rows of a sentence hold copies of one encoder
+        output, so moving hypotheses within a sentence needs no copy of those keys/values, only dropping
+        finished sentences does.
+        """
         for layer in self.layers:
-            for kv in layer.values():
+            for name, kv in layer.items():
+                rows = index if name != "cross" or isinstance(cross_index, str) else cross_index
+                if rows is None:
+                    continue
                 for key in kv:
-                    kv[key] = kv[key].index_select(0, index)
+                    kv[key] = kv[key].index_select(0, rows)
 
 
 class Transformer(nn.Module):
