@@ -23,9 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nmt.bench import reset_peak_memory, vm_hwm_mb  # noqa: E402
 from nmt.data.corpus import data_root, resolve_corpus  # noqa: E402
 from nmt.data.datamodule import TranslationData  # noqa: E402
 from nmt.data.encoded import default_workers  # noqa: E402
@@ -56,23 +58,7 @@ def generate(folder: Path, pairs: int, seed: int = 7) -> Path:
     return folder
 
 
-def _vm_hwm_mb(pid: str = "self") -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
+CPU = torch.device("cpu")
 WORKER_PEAKS: list[float] = []
 
 
@@ -84,7 +70,7 @@ def _watch_workers() -> None:
 
     def terminate(pool):
         for process in pool._pool:
-            WORKER_PEAKS.append(_vm_hwm_mb(str(process.pid)))
+            WORKER_PEAKS.append(vm_hwm_mb(str(process.pid)))
         original(pool)
 
     multiprocessing.pool.Pool.terminate = terminate
@@ -97,12 +83,12 @@ class Phase:
         self.name, self.times, self.peaks = name, times, peaks
 
     def __enter__(self):
-        _reset_peak()
+        reset_peak_memory(CPU)
         self.start = time.perf_counter()
 
     def __exit__(self, *exc):
         self.times[self.name] = time.perf_counter() - self.start
-        self.peaks[self.name] = _vm_hwm_mb()
+        self.peaks[self.name] = vm_hwm_mb()
 
 
 def prepare(corpus, cache: Path, args) -> dict:

@@ -44,7 +44,7 @@ PEAK_TFLOPS: dict[str, float] = {"H100 SXM": 989.0, "H100": 989.0, "H200": 989.0
 
 
 # ---------------------------------------------------------------------------------------------- hardware and memory
-def _vm_hwm_mb(pid: str = "self") -> float:
+def vm_hwm_mb(pid: str = "self") -> float:
     """Peak resident set size of a process in MiB (Linux ``VmHWM``), NaN where unavailable."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -69,7 +69,7 @@ def reset_peak_memory(device: torch.device) -> None:
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return _vm_hwm_mb()
+    return vm_hwm_mb()
 
 
 def cpu_model() -> str:

@@ -37,6 +37,20 @@ def run_train(args, data_root, cwd, block_datasets=True):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
+def synthetic_corpus(folder, train: int, valid: int, test: int, seed: int = 3) -> Path:
+    """A small corpus of toy-grammar sentence pairs in the --data layout, with that many pairs per split."""
+    from nmt.data import synthetic
+
+    pairs = synthetic.generate_pairs(train + valid + test, seed=seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = {"train": (0, train), "valid": (train, train + valid), "test": (train + valid, train + valid + test)}
+    for split, (lo, hi) in bounds.items():
+        (folder / f"{split}.en").write_text("".join(e + "\n" for e, _ in pairs[lo:hi]), encoding="utf-8")
+        (folder / f"{split}.de").write_text("".join(d + "\n" for _, d in pairs[lo:hi]), encoding="utf-8")
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _data_root_outside_the_repository(monkeypatch, tmp_path_factory):
     """Tests that run train.py in-process never write generated corpora or caches into the repository's data/."""

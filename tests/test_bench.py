@@ -9,17 +9,12 @@ import math
 import torch
 
 from nmt import bench
-from nmt.data import synthetic
+from conftest import synthetic_corpus
 from nmt.model import model_config
 
 
 def _corpus(path):
-    path.mkdir(parents=True)
-    pairs = synthetic.generate_pairs(240, seed=3)
-    for split, part in (("train", pairs[:200]), ("valid", pairs[200:220]), ("test", pairs[220:])):
-        (path / f"{split}.en").write_text("".join(e + "\n" for e, _ in part), encoding="utf-8")
-        (path / f"{split}.de").write_text("".join(d + "\n" for _, d in part), encoding="utf-8")
-    return path
+    return synthetic_corpus(path, 200, 20, 20)
 
 
 def _args(corpus, *extra):

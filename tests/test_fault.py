@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, metrics, train_command
+from conftest import ROOT, metrics, synthetic_corpus, train_command
 
 from nmt.checkpoint import atomic_torch_save, newest_valid_checkpoint
 from nmt.train import main
@@ -31,16 +31,9 @@ TESTS = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """(folder, corpus): a small corpus generated once; its SentencePiece model is cached under folder/data."""
-    from nmt.data import synthetic
 
     folder = tmp_path_factory.mktemp("fault")
-    pairs = synthetic.generate_pairs(600, seed=3)
-    corpus = folder / "corpus"
-    corpus.mkdir()
-    for split, (lo, hi) in {"train": (0, 560), "valid": (560, 580), "test": (580, 600)}.items():
-        (corpus / f"{split}.en").write_text("".join(e + "\n" for e, _ in pairs[lo:hi]))
-        (corpus / f"{split}.de").write_text("".join(d + "\n" for _, d in pairs[lo:hi]))
-    return folder, corpus
+    return folder, synthetic_corpus(folder / "corpus", 560, 20, 20)
 
 
 def small(corpus) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import metrics, train_command
+from conftest import metrics, synthetic_corpus, train_command
 
 from nmt.report import detectable_difference
 from nmt.sweep import DIVERGED, FINISHED, FRESH, RESTART, RESUME, Run, main, make_plan, run_state
@@ -90,15 +90,8 @@ def trained_rows(run_dir):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    from nmt.data import synthetic
-
     folder = tmp_path_factory.mktemp("sweep")
-    pairs = synthetic.generate_pairs(600, seed=3)
-    corpus = folder / "corpus"
-    corpus.mkdir()
-    for split, (lo, hi) in {"train": (0, 560), "valid": (560, 580), "test": (580, 600)}.items():
-        (corpus / f"{split}.en").write_text("".join(e + "\n" for e, _ in pairs[lo:hi]))
-        (corpus / f"{split}.de").write_text("".join(d + "\n" for _, d in pairs[lo:hi]))
+    synthetic_corpus(folder / "corpus", 560, 20, 20)  # the sweep's train.py runs read it as ./corpus
     runs = folder / "study" / "runs"
     first, second, third = (runs / n for n in ("post_ln-lambda1-seed1", "rskip_ln-lambda2-seed1",
                                                 f"{NAN.replace(':', '_')}-lambda1-seed1"))

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import metrics, run_train
+from conftest import metrics, run_train, synthetic_corpus
 
 from nmt.train import main
 
@@ -143,15 +143,9 @@ def test_bad_data_names_the_file(tmp_path, capsys):
 
 def test_same_seed_same_run_other_seed_other_run(tmp_path, monkeypatch):
     """Seeded and reproducible: two runs with one seed log identical losses and end with identical weights."""
-    from nmt.data import synthetic
 
     monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path / "data"))
-    pairs = synthetic.generate_pairs(160, seed=7)
-    corpus = tmp_path / "small"
-    corpus.mkdir()
-    for split, (lo, hi) in {"train": (0, 120), "valid": (120, 140), "test": (140, 160)}.items():
-        (corpus / f"{split}.en").write_text("".join(e + "\n" for e, _ in pairs[lo:hi]))
-        (corpus / f"{split}.de").write_text("".join(d + "\n" for _, d in pairs[lo:hi]))
+    corpus = synthetic_corpus(tmp_path / "small", 120, 20, 20, seed=7)
 
     def train(seed, name):
         args = ["--data", str(corpus), "--arch", "tiny", "--vocab-size", "400", "--max-tokens", "256",
