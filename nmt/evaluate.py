@@ -76,7 +76,7 @@ def _read_yaml(path: Path) -> dict:
         raise SkipRun(f"{path}: {e}") from None
 
 
-def _results(run: Path) -> dict:
+def read_results(run: Path) -> dict:
     """The run's results.json, or {} when it has none (or an unreadable one)."""
     try:
         record = json.loads((run / "results.json").read_text())
@@ -92,7 +92,7 @@ def _diverged(run: Path) -> tuple[bool, int | None]:
     update with a non-finite loss is not a divergence: training went on). Without that record (older
     runs, runs still training or killed), the first non-finite training loss in metrics.csv.
     """
-    record = _results(run)
+    record = read_results(run)
     if "diverged" in record:
         return bool(record["diverged"]), record.get("diverged_at_step")
     metrics = run / "metrics.csv"
@@ -135,7 +135,7 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
 
     if not (run / "config.yaml").is_file():
         raise SkipRun(f"{run}: no config.yaml (not a run directory, or an incomplete one)")
-    record = _results(run)
+    record = read_results(run)
     if record.get("finished") is False and not record.get("diverged"):
         raise SkipRun(f"{run}: training was stopped by {record.get('stopped', 'a signal')} at update "
                       f"{record.get('steps', '?')} and has not finished; resume it with python train.py --resume "
@@ -273,6 +273,17 @@ def markdown_table(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
+def write_results_csv(path: Path, tables: list[dict]) -> None:
+    """Every row of every table in one CSV, each labelled with its table's comparability key."""
+    with open(path, "w", newline="") as f:
+        fieldnames = ["comparable"] + sorted({k for t in tables for r in t["rows"] for k in r})
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        for t in tables:
+            for r in t["rows"]:
+                writer.writerow({"comparable": t["comparable"], **r})
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -343,12 +354,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text)
     (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
     (args.out / "results.json").write_text(json.dumps({"tables": tables, "skipped": skipped}, indent=2) + "\n")
-    with open(args.out / "results.csv", "w", newline="") as f:
-        fieldnames = ["comparable"] + sorted({k for t in tables for r in t["rows"] for k in r})
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        for t in tables:
-            for r in t["rows"]:
-                writer.writerow({"comparable": t["comparable"], **r})
+    write_results_csv(args.out / "results.csv", tables)
     print(f"\nwritten to {args.out}/ (results.md, results.csv, results.json, hypotheses) in {time.time() - started:.0f} s")
     return 0

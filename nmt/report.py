@@ -85,7 +85,7 @@ def evaluate_runs(out: Path, args: argparse.Namespace) -> tuple[list[RunScore], 
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []
     for run in runs:
         results = run / "results.json"
-        record = evaluate._results(run)
+        record = evaluate.read_results(run)
         key = {"results_mtime_ns": results.stat().st_mtime_ns if results.is_file() else None, **_settings_key(args)}
         cache = cache_dir / f"{run.name}.json"
         if cache.is_file():
@@ -313,13 +313,7 @@ def build(out: Path, args: argparse.Namespace) -> Path:
                                                                                    for x in left_out))
     (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
     (folder / "results.json").write_text(json.dumps({"tables": tables, "left_out": left_out}, indent=2) + "\n")
-    with open(folder / "results.csv", "w", newline="") as f:
-        names = ["comparable"] + sorted({k for t in tables for r in t["rows"] for k in r})
-        writer = csv.DictWriter(f, fieldnames=names)
-        writer.writeheader()
-        for t in tables:
-            for r in t["rows"]:
-                writer.writerow({"comparable": t["comparable"], **r})
+    evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
     readme = _readme(out, args, markdown, pictures, scores, unscored, left_out, time.time() - started)
     (folder / "README.md").write_text(readme, encoding="utf-8")

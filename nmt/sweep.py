@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from nmt.evaluate import read_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CANONICAL = {("xskip", 1.0): "skip", ("xskip_ln", 1.0): "post_ln", ("rskip_ln", 1.0): "post_ln"}
@@ -119,13 +121,6 @@ def make_plan(skips: list[str], lambdas: list[float], seeds: list[int]) -> Plan:
 # ------------------------------------------------------------------------------------------- run states
 FINISHED, DIVERGED, RESUME, FRESH, RESTART = "finished", "diverged", "resume", "fresh", "restart"
 
-
-def read_results(run_dir: Path) -> dict:
-    try:
-        record = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def run_state(run_dir: Path) -> str:
