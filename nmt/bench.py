@@ -243,7 +243,8 @@ def bench_ours(mcfg, batches, warmup, device, precision) -> TrainResult:
     from nmt.lit import label_smoothed_nll
 
     module = new_module(mcfg).to(device).train()
-    optimizer = module.configure_optimizers()["optimizer"]
+    configured = module.configure_optimizers()
+    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     eps = module.optim["label_smoothing"]
     dtype = autocast_dtype(precision)
 
@@ -255,6 +256,7 @@ def bench_ours(mcfg, batches, warmup, device, precision) -> TrainResult:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()  # as Lightning does after every update: all three loops follow the same learning rates
         return loss.detach()
 
     return time_steps(step, batches, warmup, device, "ours", mcfg)
@@ -267,7 +269,8 @@ def bench_reference(mcfg, batches, warmup, device, precision) -> TrainResult:
     model = ReferenceTransformer(mcfg.vocab_size, mcfg.d_model, mcfg.n_heads, mcfg.d_ff, mcfg.encoder_layers,
                                  mcfg.decoder_layers, mcfg.dropout, mcfg.pad_id, norm_first=mcfg.skip == "pre_ln").to(device).train()
     o = optim_settings()
-    step = reference_step_fn(model, o["lr"], tuple(o["adam_betas"]), o["adam_eps"], o["label_smoothing"], autocast_dtype(precision))
+    step = reference_step_fn(model, o["lr"], tuple(o["adam_betas"]), o["adam_eps"], o["label_smoothing"],
+                             autocast_dtype(precision), warmup=o["warmup"])
     return time_steps(step, batches, warmup, device, "plain nn.Transformer", mcfg)
 
 

@@ -59,9 +59,15 @@ def reference_loss(logits: Tensor, target: Tensor, ntokens: int, epsilon: float 
 
 
 def reference_step_fn(model: ReferenceTransformer, lr: float, betas=(0.9, 0.98), eps: float = 1e-9,
-                      epsilon: float = 0.1, autocast_dtype: torch.dtype | None = None):
-    """A function ``step(batch) -> loss`` doing one full update (forward, backward, Adam) of ``model``."""
+                      epsilon: float = 0.1, autocast_dtype: torch.dtype | None = None, warmup: int = 0):
+    """A function ``step(batch) -> loss`` doing one full update (forward, backward, Adam) of ``model``.
+
+    The learning rate follows Vaswani et al.'s schedule, linear warm-up over ``warmup`` updates to ``lr`` then
+    decay with 1/√step, as train.py's does, so that the loops' losses after the same batches are comparable.
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, eps=eps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1))) if warmup > 0 else 1.0)
     device_type = next(model.parameters()).device.type
 
     def step(batch: dict) -> Tensor:
@@ -71,6 +77,7 @@ def reference_step_fn(model: ReferenceTransformer, lr: float, betas=(0.9, 0.98),
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         return loss.detach()
 
     return step

@@ -6,7 +6,8 @@
 - ``results.md``, ``results.csv``, ``results.json``: evaluate.py's table (one row per variant and λ: BLEU
   mean ± std over the seeds that did not diverge, diverged runs counted, Δ BLEU against ``post_ln`` with the
   paired bootstrap p-value) and the smallest difference the seed-to-seed noise of ``post_ln`` lets one
-  detect (see ``detectable_difference``);
+  detect (see ``detectable_difference``), and the paper's qualitative claims decided on these runs
+  (``nmt.claims``: supported, contradicted or not resolved, against the test-set and the seed noise);
 - ``curves.png`` (validation loss and BLEU against updates, every run, coloured by variant),
   ``bleu.png`` (BLEU bars with the std over seeds), ``grad_norms.png`` (per-layer gradient norms over the
   first updates, one panel per variant and seed; runs trained with ``--log-layer-grads N``); the figures
@@ -30,7 +31,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from nmt import evaluate
+from nmt import claims, evaluate
 from nmt.evaluate import BASELINE, RunScore, SkipRun
 
 # two-sided 5% and one-sided 20% (power 0.8) quantiles of Student's t, by degrees of freedom
@@ -287,7 +288,7 @@ def build(out: Path, args: argparse.Namespace) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     scores, unscored, left_out = evaluate_runs(out, args)
     keys = sorted({s.comparable for s in scores}, key=lambda k: -sum(s.comparable == k for s in scores))
-    tables, markdown = [], []
+    tables, markdown, claim_rows = [], [], []
     for i, key in enumerate(keys or [""]):
         group = [s for s in scores if s.comparable == key]
         rows = evaluate.build_table(group, args.bootstrap) if group else []
@@ -304,6 +305,9 @@ def build(out: Path, args: argparse.Namespace) -> Path:
             text += (f"\n\nprotocol: {first.protocol.get('description', '')}  \nsacreBLEU: `{first.bleu_signature}`  "
                      f"\nchrF++: `{first.chrf_signature}`")
         text += "\n\n" + _mdd_text(mdd)
+        if i == 0:
+            claim_rows = claims.check(group, args.bootstrap)
+            text += "\n\n### The paper's claims, checked on these runs\n\n" + claims.markdown(claim_rows)
         markdown.append(text)
         tables.append({"comparable": key, "rows": rows, "detectable_difference": mdd,
                        "runs": [{k: v for k, v in asdict(s).items() if k not in ("hypotheses", "references")}
@@ -312,7 +316,7 @@ def build(out: Path, args: argparse.Namespace) -> Path:
         markdown.append("Left out (not finished or not evaluable):\n" + "\n".join(f"- {x['run']}: {x['reason']}"
                                                                                    for x in left_out))
     (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
-    (folder / "results.json").write_text(json.dumps({"tables": tables, "left_out": left_out}, indent=2) + "\n")
+    (folder / "results.json").write_text(json.dumps({"tables": tables, "claims": claim_rows, "left_out": left_out}, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
     readme = _readme(out, args, markdown, pictures, scores, unscored, left_out, time.time() - started)
@@ -410,6 +414,10 @@ def _readme(out: Path, args, markdown: list[str], pictures: list[str], scores, u
         f"set; **p**: paired bootstrap ({args.bootstrap} resamples, Koehn 2004) between the two outputs of the same "
         "seed, the largest p over the paired seeds.",
         "- **Smallest detectable Δ**: see the formula under the table; σ is post_ln's seed standard deviation.",
+        "- **The paper's claims**: each claim of Liu et al. (COLING 2020) is a comparison \"A beats B\" between two "
+        "cells; Δ is the mean over their shared seeds, p the largest one-sided paired-bootstrap p over those seeds, "
+        "and the seed noise 1.96·σ·√(2/n) for n shared seeds. **supported** / **contradicted** needs p < 0.05 *and* "
+        "|Δ| above the seed noise; anything less is **not resolved** (`nmt/claims.py`).",
         "- **Curves** (`curves.png`): validation loss (label-smoothed, per target token) and greedy validation BLEU "
         "from each run's `metrics.csv`, at every validation. **Bars** (`bleu.png`): the table's mean ± std. "
         "**Gradient norms** (`grad_norms.png`): the 2-norm of the gradient of all parameters of each encoder and "

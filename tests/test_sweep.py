@@ -183,6 +183,11 @@ def test_report_table_and_files(study):
     assert "Smallest Δ BLEU the seed noise lets one detect (two-sided, 5%; n = 2 seeds" in text
     data = json.loads((report / "results.json").read_text())
     assert data["tables"][0]["detectable_difference"]["n"] == 2
+    # the paper's claims that this study's cells allow: rskip_ln λ=2 against post_ln, on the one shared seed
+    assert "### The paper's claims, checked on these runs" in text
+    (claim,) = data["claims"]
+    assert (claim["better"], claim["worse"], claim["seeds"]) == ("rskip_ln λ=2", "post_ln", 1)
+    assert claim["verdict"] in ("supported", "contradicted", "not resolved") and claim["noise_threshold"] is not None
     readme = (report / "README.md").read_text()
     for part in ("## Setup", "## Hardware and wall time", "## Provenance", "git commit", "torch", "## Results",
                  "## How every number was obtained", "paired bootstrap (100 resamples"):

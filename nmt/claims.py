@@ -1,0 +1,144 @@
+"""The paper's qualitative claims, checked against the runs of one study.
+
+Liu et al. (COLING 2020) state, in words (their tables could not be obtained here; see
+``../shared/notes/literature.md``):
+
+1. the expanded skip ``λx + F(x)`` learns sub-optimally: with λ ≠ 1 it is worse than ``x + F(x)``;
+2. layer normalisation largely repairs it: ``LN(λx + F(x))`` is better than ``λx + F(x)`` at the same λ;
+3. the recursive rSkip+LN improves further: better than Post-LN, the original Transformer block, and
+   better than ``LN(λx + F(x))`` at the same λ.
+
+Each claim becomes one or more *comparisons* between two cells of the study's table, "A is better than
+B". A comparison is decided from the runs themselves, never from the paper:
+
+- Δ is the mean over the seeds both cells share of BLEU(A) − BLEU(B) on the same test set;
+- the test-set noise: the paired bootstrap (Koehn 2004) of each shared seed, one-sided in the direction
+  of Δ, the largest p over the seeds must be < 0.05;
+- the seed noise: |Δ| must exceed 1.96·σ·√(2/n), where σ is post_ln's seed-to-seed standard deviation
+  and n the number of shared seeds (a mean of n differences of two single runs has std σ·√(2/n)). With
+  fewer than 2 post_ln seeds σ is unknown and the verdict says so.
+
+Both must hold for **supported** (Δ > 0) or **contradicted** (Δ < 0); otherwise the comparison is **not
+resolved**: the study cannot tell the two apart. A cell whose every seed diverged is worse than one that
+trained; two such cells are not compared.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from nmt.evaluate import BASELINE, RunScore
+
+Z_975 = 1.95996
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One testable statement of the paper: the cell ``better`` has a higher BLEU than the cell ``worse``."""
+
+    claim: str
+    better: tuple[str, float]
+    worse: tuple[str, float]
+
+
+def _cell(key: tuple[str, float]) -> str:
+    skip, lam = key
+    return skip if skip in ("skip", "post_ln", "pre_ln") else f"{skip} λ={lam:g}"
+
+
+def comparisons(cells: set[tuple[str, float]]) -> list[Comparison]:
+    """The paper's claims as comparisons between the (variant, λ) cells this study has."""
+    out = []
+    xskip = sorted(lam for skip, lam in cells if skip == "xskip" and lam != 1)
+    if ("skip", 1.0) in cells:
+        out += [Comparison("1. λx + F(x) learns sub-optimally: worse than x + F(x) for λ ≠ 1", ("skip", 1.0),
+                           ("xskip", lam)) for lam in xskip]
+    out += [Comparison("2. LN largely repairs it: LN(λx + F(x)) beats λx + F(x)", ("xskip_ln", lam), ("xskip", lam))
+            for lam in xskip if ("xskip_ln", lam) in cells]
+    rskip = sorted(lam for skip, lam in cells if skip == "rskip_ln" and lam != 1)
+    if (BASELINE, 1.0) in cells:
+        out += [Comparison("3. rSkip+LN improves further: it beats Post-LN", ("rskip_ln", lam), (BASELINE, 1.0))
+                for lam in rskip]
+    out += [Comparison("3. rSkip+LN improves further: it beats LN(λx + F(x)) at the same λ", ("rskip_ln", lam),
+                       ("xskip_ln", lam)) for lam in rskip if ("xskip_ln", lam) in cells]
+    return out
+
+
+def seed_sigma(scores: list[RunScore]) -> float | None:
+    """post_ln's seed-to-seed standard deviation of BLEU (None with fewer than 2 seeds that trained)."""
+    bleu = [s.bleu for s in scores if (s.skip, s.lam) == (BASELINE, 1.0) and not s.diverged]
+    return statistics.stdev(bleu) if len(bleu) >= 2 else None
+
+
+def decide(comparison: Comparison, scores: list[RunScore], bootstrap: int = 1000) -> dict:
+    """The verdict of one comparison from the runs of its two cells (see the module docstring)."""
+    from nmt.metrics import paired_bootstrap
+
+    def runs(key):
+        return {s.seed: s for s in scores if (s.skip, s.lam) == key}
+
+    better, worse = runs(comparison.better), runs(comparison.worse)
+    row = {"claim": comparison.claim, "better": _cell(comparison.better), "worse": _cell(comparison.worse),
+           "delta_bleu": None, "p_value_max": None, "seeds": 0, "noise_threshold": None, "verdict": "not resolved",
+           "why": ""}
+    ok_b = {k: s for k, s in better.items() if not s.diverged}
+    ok_w = {k: s for k, s in worse.items() if not s.diverged}
+    if not better or not worse:
+        row["why"] = "a cell has no runs"
+        return row
+    if not ok_b or not ok_w:
+        if ok_b or ok_w:
+            row["verdict"] = "supported" if ok_b else "contradicted"
+            row["why"] = f"every run of {_cell(comparison.worse if ok_b else comparison.better)} diverged"
+        else:
+            row["why"] = "both cells diverged in every run"
+        return row
+    seeds = sorted(set(ok_b) & set(ok_w))
+    if not seeds:
+        row["why"] = "no seed trained in both cells"
+        return row
+    delta = statistics.fmean(ok_b[s].bleu - ok_w[s].bleu for s in seeds)
+    ps = []
+    for s in seeds:  # one-sided, in the direction the runs point to
+        a, b = (ok_w[s], ok_b[s]) if delta >= 0 else (ok_b[s], ok_w[s])
+        ps.append(paired_bootstrap(a.hypotheses, b.hypotheses, b.references, n=bootstrap, seed=s)["p_value"])
+    sigma = seed_sigma(scores)
+    threshold = Z_975 * sigma * math.sqrt(2 / len(seeds)) if sigma is not None else None
+    row.update(delta_bleu=delta, p_value_max=max(ps), seeds=len(seeds), noise_threshold=threshold)
+    test_set_ok = max(ps) < ALPHA
+    seed_ok = threshold is not None and abs(delta) > threshold
+    if test_set_ok and seed_ok:
+        row["verdict"] = "supported" if delta > 0 else "contradicted"
+        row["why"] = f"|Δ| above the seed noise ({threshold:.2f}) and p < {ALPHA:g}"
+    elif threshold is None:
+        row["why"] = "post_ln has fewer than 2 seeds: the seed noise is unknown"
+    else:
+        reasons = [] if seed_ok else [f"|Δ| ≤ the seed noise {threshold:.2f}"]
+        reasons += [] if test_set_ok else [f"p ≥ {ALPHA:g}"]
+        row["why"] = ", ".join(reasons)
+    return row
+
+
+def check(scores: list[RunScore], bootstrap: int = 1000) -> list[dict]:
+    """Every comparison the study's cells allow, decided."""
+    cells = {(s.skip, s.lam) for s in scores}
+    return [decide(c, scores, bootstrap) for c in comparisons(cells)]
+
+
+def markdown(rows: list[dict]) -> str:
+    """The claims table of the report."""
+    if not rows:
+        return ("No claim of the paper can be checked: the study lacks the cells they compare (skip and xskip, "
+                "xskip and xskip_ln, or rskip_ln and post_ln).")
+    lines = ["| the paper's claim | A | B | Δ BLEU (A − B) | seeds | p (max) | seed noise | this study |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        delta = "—" if r["delta_bleu"] is None else f"{r['delta_bleu']:+.2f}"
+        p = "—" if r["p_value_max"] is None else f"{r['p_value_max']:.3f}"
+        noise = "—" if r["noise_threshold"] is None else f"{r['noise_threshold']:.2f}"
+        lines.append(f"| {r['claim']} | {r['better']} | {r['worse']} | {delta} | {r['seeds']} | {p} | {noise} | "
+                     f"**{r['verdict']}** ({r['why']}) |")
+    return "\n".join(lines)
