@@ -35,6 +35,7 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -237,29 +238,42 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
 
 
-def bench_ours(mcfg, batches, warmup, device, precision) -> TrainResult:
-    """The project's model and loss in a bare loop, with Adam as TranslationModule.configure_optimizers builds it."""
+def bench_ours(mcfg, batches, warmup, device, precision, fused_adam: bool = True, compiled: bool = False) -> TrainResult:
+    """The project's model and loss in a bare loop, with Adam as TranslationModule.configure_optimizers builds it.
+
+    ``fused_adam`` and ``compiled`` are the levers ``--levers`` measures: Adam's fused kernel (train.py's,
+    ``fused=True``) against torch's default multi-tensor one (``fused_adam=False``), and the model under
+    ``torch.compile`` (``dynamic=True``: token batches change shape at every step); the warm-up steps absorb
+    the compilation.
+    """
     from nmt.data.tokenizer import PAD_ID
     from nmt.lit import label_smoothed_nll
 
     module = new_module(mcfg).to(device).train()
     configured = module.configure_optimizers()
     optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    if not fused_adam:
+        group = optimizer.param_groups[0]
+        optimizer = torch.optim.Adam(module.parameters(), lr=group["initial_lr"], betas=group["betas"], eps=group["eps"],
+                                     weight_decay=group["weight_decay"])
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_lambdas[0])
+    model = torch.compile(module.model, dynamic=True) if compiled else module.model
     eps = module.optim["label_smoothing"]
     dtype = autocast_dtype(precision)
 
     def step(batch: dict) -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits = module.model(batch["src"], batch["tgt_in"])
+            logits = model(batch["src"], batch["tgt_in"])
         loss_sum, _ = label_smoothed_nll(logits, batch["tgt_out"], eps, PAD_ID)
         loss = loss_sum / batch["ntokens"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()  # as Lightning does after every update: all three loops follow the same learning rates
+        schedule.step()  # as Lightning does after every update: all the loops follow the same learning rates
         return loss.detach()
 
-    return time_steps(step, batches, warmup, device, "ours", mcfg)
+    name = "ours" + ("" if fused_adam else ", multi-tensor Adam") + (", torch.compile" if compiled else "")
+    return time_steps(step, batches, warmup, device, name, mcfg)
 
 
 def bench_reference(mcfg, batches, warmup, device, precision) -> TrainResult:
@@ -293,7 +307,9 @@ def bench_lightning(mcfg, batches, warmup, device, precision) -> TrainResult:
             if batch_idx == len(batches) - 1:
                 _sync(device)
                 self.end = time.perf_counter()
-                self.loss = float(outputs["loss"])
+                from nmt.lit import GRADIENT_TOKENS  # training_step returns the summed loss / GRADIENT_TOKENS
+
+                self.loss = float(outputs["loss"]) * GRADIENT_TOKENS / batch["ntokens"]
 
     module = new_module(mcfg)
     timer = Timer()
@@ -328,9 +344,10 @@ def bench_training(args, device: torch.device, precision: str, log=None) -> dict
     gpu = hardware(device, precision)["gpu"]
     peak = peak_tflops(gpu)
     results = []
-    for fn in (bench_reference, bench_ours, bench_lightning):
-        if fn is bench_lightning and args.no_lightning:
-            continue
+    loops = [bench_reference, bench_ours] + ([] if args.no_lightning else [bench_lightning])
+    if args.levers:
+        loops += [partial(bench_ours, fused_adam=False), partial(bench_ours, compiled=True)]
+    for fn in loops:
         r = fn(mcfg, batches, args.warmup, device, precision)
         log(f"{r.name}: {r.steps} steps, {r.tokens:,} target tokens in {r.seconds:.1f} s")
         results.append(r)
@@ -451,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--no-lightning", action="store_true", help="skip the lightning.Trainer row")
+    p.add_argument("--levers", action="store_true",
+                   help="also time the bare loop with torch's default (multi-tensor, not fused) Adam, and with the "
+                        "model under torch.compile")
     p.add_argument("--only", choices=["train", "decode"], help="run only one half")
     p.add_argument("--decode-data", default="../shared/data/wmt-news-en-de")
     p.add_argument("--decode-lines", type=int, default=1000)

@@ -13,7 +13,7 @@
   different ``--skip``/``--lambda``/``--seeds`` (per-variant seed counts) add to one comparable study.
 - **Runs.** ``train.py`` in a subprocess per run, in ``DIR/runs/<skip>-lambda<λ>-seed<s>`` with its output in
   ``DIR/logs/<name>.log``; one after another, or ``--parallel K`` at once with ``OMP_NUM_THREADS`` =
-  cores / K each.
+  cores / K each and, on a GPU machine, each its share of the GPUs (``CUDA_VISIBLE_DEVICES``, see ``gpu_slots``).
 - **Interruptions.** A rerun of the same command skips finished runs and diverged runs (a divergence, exit
   status 3, is a result: recorded with its update, never retried), resumes unfinished ones from their
   checkpoint (``train.py --resume``), and starts again from scratch a run that was stopped before its
@@ -237,6 +237,32 @@ class Stop:
                 proc.send_signal(signal.SIGTERM)
 
 
+def gpu_slots(parallel: int, environ=os.environ, count: int | None = None) -> list[str | None]:
+    """The GPUs of each of the ``--parallel`` slots, as ``CUDA_VISIBLE_DEVICES`` values (None: no GPU).
+
+    The visible GPUs (``CUDA_VISIBLE_DEVICES`` if set, else all ``count``) are dealt out: with K slots and
+    at least K GPUs, slot i gets every K-th GPU from the i-th (a run may use its share with ``--devices``);
+    with fewer GPUs than slots, runs share them round-robin.
+    """
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    else:
+        if count is None:
+            try:
+                import torch
+
+                count = torch.cuda.device_count()
+            except Exception:  # no usable CUDA: the runs train on the CPU
+                count = 0
+        ids = [str(i) for i in range(count)]
+    if not ids:
+        return [None] * parallel
+    if parallel <= len(ids):
+        return [",".join(ids[i::parallel]) for i in range(parallel)]
+    return [ids[i % len(ids)] for i in range(parallel)]
+
+
 def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> tuple[dict, int | None]:
     """Run what the plan still needs; returns {run name: outcome} and the signal that stopped the sweep."""
     runs_dir, logs = out / "runs", out / "logs"
@@ -258,9 +284,11 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, cores // args.parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    gpus = gpu_slots(args.parallel)
+    free_slots = list(range(args.parallel))
     stop = Stop()
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    running: dict[subprocess.Popen, tuple[Run, float]] = {}
+    running: dict[subprocess.Popen, tuple[Run, float, int]] = {}
     try:
         while (todo and stop.signum is None) or running:
             while todo and len(running) < args.parallel and stop.signum is None:
@@ -274,14 +302,18 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
                 with open(logs / f"{run.name}.log", "a") as log:
                     log.write(f"\n$ {' '.join(command)}\n")
                     log.flush()
-                    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd,),
+                    slot = free_slots.pop(0)
+                    run_env = env if gpus[slot] is None else {**env, "CUDA_VISIBLE_DEVICES": gpus[slot]}
+                    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=run_env, pass_fds=(lock_fd,),
                                             start_new_session=True, preexec_fn=partial(_die_with_parent, os.getpid()))
                 stop.procs.append(proc)
-                running[proc] = (run, time.time())
+                running[proc] = (run, time.time(), slot)
                 verb = "resuming" if state == RESUME else "training"
-                print(f"[{time.strftime('%H:%M:%S')}] {verb} {run.name} ({threads} threads)", flush=True)
+                where = f", GPU {gpus[slot]}" if gpus[slot] is not None else ""
+                print(f"[{time.strftime('%H:%M:%S')}] {verb} {run.name} ({threads} threads{where})", flush=True)
             for proc in [p for p in running if p.poll() is not None]:
-                run, began = running.pop(proc)
+                run, began, slot = running.pop(proc)
+                free_slots.append(slot)
                 outcome[run.name] = _outcome(run, runs_dir / run.name, proc.returncode)
                 print(f"[{time.strftime('%H:%M:%S')}] {run.name}: {outcome[run.name]} ({time.time() - began:.0f} s)",
                       flush=True)
@@ -326,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_list(int), default=[1], help="comma-separated seeds (default: 1)")
     p.add_argument("--out", type=Path, required=True, help="the study folder: runs/, logs/, eval/, report/")
     p.add_argument("--max-steps", type=int, help="updates per run (default: the preset's)")
-    p.add_argument("--parallel", type=int, default=1, help="runs at once (each with cores/K threads)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once (each with cores/K threads and its share of the GPUs)")
     p.add_argument("--threads", type=int, default=0, help="threads per run (default: cores / --parallel)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--report-only", action="store_true", help="train nothing: evaluate the runs there and report")

@@ -186,6 +186,7 @@ def run(argv: list[str]) -> int:
     from nmt.checkpoint import AtomicCheckpointIO, PeriodicCheckpoints
     from nmt.signals import GracefulStop, TrainingStopped
     from nmt.rng import RNGStates
+    from nmt.wallclock import WallClock
     from nmt.csvlog import ResumableCSVLogger
     from nmt.data.datamodule import TranslationData
     from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load
@@ -201,6 +202,9 @@ def run(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
     # val/bleu is computed from the hypotheses of all processes, gathered: the same value on every process
     warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('val/bleu'.*sync_dist=True.*")
+    # our loaders are resumable, though not in Lightning's way: the checkpoint holds the batch sampler's position
+    # (TranslationData.state_dict), and a mid-epoch resume continues with the next batch not yet trained
+    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
 
     log(f"run directory: {run_dir}" + (" (resuming)" if resume else ""))
     if corpus.is_toy:
@@ -290,7 +294,8 @@ def run(argv: list[str]) -> int:
     )
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.save_every or None,
                            enable_version_counter=False)  # never last-v1.ckpt: last.ckpt is always the newest
-    callbacks = [best, last, RNGStates()]  # RNG states of every process, for an exact resume
+    clock = WallClock(started)  # the run's wall time over all its sessions, carried by the checkpoints
+    callbacks = [best, last, RNGStates(), clock]  # RNG states of every process, for an exact resume
     if cfg.save_every:  # every --save-every updates *and* at the end of every epoch
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1,
                                          enable_version_counter=False))
@@ -342,11 +347,11 @@ def run(argv: list[str]) -> int:
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)  # our own files
     except TrainingStopped as stop:  # every process stops at the same update (the decision is collective)
-        status = _stopped(run_dir, trainer, stop, started)
+        status = _stopped(run_dir, trainer, stop, clock)
         trainer.strategy.barrier("stopped")  # the others wait until the first has written results.json
         return 0 if proc.copy else status  # a copy's non-zero status makes Lightning's launcher kill the first process
     except SIGTERMException:  # Lightning's own handler (a SIGTERM outside the training loop): nothing saved
-        return _stopped(run_dir, trainer, _signal_stop(trainer.global_step), started)
+        return _stopped(run_dir, trainer, _signal_stop(trainer.global_step), clock)
     trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # last.ckpt is the final state, whatever the interval
     received = stopper.received or 0  # a signal after the last update (during a validation, say), on any process
     if trainer.world_size > 1:
@@ -355,7 +360,7 @@ def run(argv: list[str]) -> int:
         received = torch.tensor(received, device=trainer.strategy.root_device)
         received = int(trainer.strategy.reduce(received, reduce_op="max"))
     if received:
-        status = _stopped(run_dir, trainer, _signal_stop(trainer.global_step, received, ckpt_dir / "last.ckpt"), started)
+        status = _stopped(run_dir, trainer, _signal_stop(trainer.global_step, received, ckpt_dir / "last.ckpt"), clock)
         trainer.strategy.barrier("stopped")
         return 0 if proc.copy else status
 
@@ -364,10 +369,10 @@ def run(argv: list[str]) -> int:
     try:
         trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False, weights_only=False)
     except SIGTERMException:  # training is over and saved; only the test translation is missing
-        return _stopped(run_dir, trainer, _signal_stop(trainer.global_step, saved=ckpt_dir / "last.ckpt"), started)
+        return _stopped(run_dir, trainer, _signal_stop(trainer.global_step, saved=ckpt_dir / "last.ckpt"), clock)
     result = module.test_result
     if _is_rank_zero():
-        _report(run_dir, data, result, trainer, best, best_path, started)
+        _report(run_dir, data, result, trainer, best, best_path, clock)
     return 0
 
 
@@ -438,7 +443,7 @@ def _signal_stop(step: int, signum: int = signal.SIGTERM, saved: Path | None = N
                            saved=saved)
 
 
-def _stopped(run_dir: Path, trainer, stop, started: float) -> int:
+def _stopped(run_dir: Path, trainer, stop, clock) -> int:
     """Report a run that ended early (a signal, or divergence): results.json says so; no test translation."""
     module = trainer.lightning_module
     diverged = stop.reason == "diverged"
@@ -452,7 +457,7 @@ def _stopped(run_dir: Path, trainer, stop, started: float) -> int:
         "nonfinite_skipped": module.nonfinite_skipped,
         "diverged": diverged,
         **({"diverged_at_step": stop.diverged_at_step} if diverged else {"resume": resume}),
-        "wall_time_s": round(time.time() - started, 1),
+        **_wall_time(clock),
     }
     if _is_rank_zero():
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
@@ -462,6 +467,12 @@ def _stopped(run_dir: Path, trainer, stop, started: float) -> int:
         saved = f"; {stop.saved} saved" if stop.saved else "; no checkpoint written at the stop"
         log(f"{stop}{saved}; resume with: {resume}")
     return stop.exit_status
+
+
+def _wall_time(clock) -> dict:
+    """results.json's wall time: the run's, summed over its sessions (see nmt.wallclock), and this session's."""
+    return {"wall_time_s": round(clock.total_s(), 1), "session_wall_time_s": round(clock.session_s(), 1),
+            "sessions": clock.sessions}
 
 
 def _warn(message: str) -> None:
@@ -475,7 +486,7 @@ def _is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def _report(run_dir: Path, data, result: dict, trainer, best, best_path, started: float) -> None:
+def _report(run_dir: Path, data, result: dict, trainer, best, best_path, clock) -> None:
     import sacrebleu
 
     (run_dir / "test.hyp").write_text("".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
@@ -498,11 +509,12 @@ def _report(run_dir: Path, data, result: dict, trainer, best, best_path, started
         "finished": True,
         "nonfinite_skipped": trainer.lightning_module.nonfinite_skipped,
         "diverged": False,
-        "wall_time_s": round(time.time() - started, 1),
+        **_wall_time(clock),
     }
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     log(
         f"\ntest BLEU {result['bleu']:.2f} ({result['bleu_signature']}), greedy, {result['sentences']} sentences\n"
         f"copy-source baseline BLEU {copy.score:.2f}\n"
-        f"{trainer.global_step} updates in {summary['wall_time_s']:.0f} s; results in {run_dir}"
+        f"{trainer.global_step} updates in {summary['wall_time_s']:.0f} s"
+        + (f" over {clock.sessions} sessions" if clock.sessions > 1 else "") + f"; results in {run_dir}"
     )

@@ -1,6 +1,7 @@
 """Exact resume: the sampler's position and the RNG states, and a real SIGKILL mid-epoch (fairseq-style check)."""
 
 import csv
+import json
 import os
 import re
 import signal
@@ -130,6 +131,16 @@ def test_killed_mid_epoch_and_resumed_reproduces_the_uninterrupted_run(killed_an
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_resumed_run_counts_the_wall_time_of_both_sessions(killed_and_resumed):
+    base = killed_and_resumed[0]
+    full = json.loads((base / "full" / "results.json").read_text())
+    resumed = json.loads((base / "killed" / "results.json").read_text())
+    assert full["sessions"] == 1 and full["wall_time_s"] == pytest.approx(full["session_wall_time_s"], abs=0.2)
+    # the killed session's time up to its checkpoint is carried by last.ckpt and added to the resumed session's
+    assert resumed["sessions"] == 2
+    assert resumed["wall_time_s"] > resumed["session_wall_time_s"] + 0.1
 
 
 def test_a_shard_equals_a_sampler_built_for_that_rank():

@@ -228,3 +228,13 @@ def test_sigterm_to_the_sweep_stops_its_run_cleanly(study):
     result = json.loads((run / "results.json").read_text())
     assert result["stopped"] == "SIGTERM" and result["finished"] is False
     assert run_state(run) == RESUME and not (folder / "stopped" / "report").exists()
+
+
+def test_parallel_runs_get_their_share_of_the_gpus():
+    from nmt.sweep import gpu_slots
+
+    assert gpu_slots(2, {}, count=0) == [None, None]  # CPU: no CUDA_VISIBLE_DEVICES at all
+    assert gpu_slots(2, {}, count=4) == ["0,2", "1,3"]
+    assert gpu_slots(4, {}, count=2) == ["0", "1", "0", "1"]  # more runs than GPUs: they share
+    assert gpu_slots(2, {"CUDA_VISIBLE_DEVICES": "3,5,6"}, count=8) == ["3,6", "5"]  # within what is visible
+    assert gpu_slots(1, {"CUDA_VISIBLE_DEVICES": "-1"}, count=8) == [None]
