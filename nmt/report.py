@@ -259,6 +259,53 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
     return written
 
 
+def gradient_flow(out: Path) -> list[dict]:
+    """How evenly the gradient reaches the layers over the first logged updates, per variant.
+
+    For every run trained with ``--log-layer-grads N`` and every logged update, the ratio of the gradient
+    2-norm of the bottom layer to that of the top layer, per stack (encoder layer 0 / encoder layer L−1, and
+    likewise for the decoder); its geometric mean over the updates, then over the variant's seeds. 1 means
+    the bottom layer gets as much gradient as the top one; ≪ 1, a gradient that vanishes on its way down
+    (as in Post-LN, Xiong et al. 2020); ≫ 1, one that grows.
+    """
+    runs = sorted(p for p in (out / "runs").iterdir() if (p / "config.yaml").is_file()) if (out / "runs").is_dir() else []
+    per_variant: dict[str, list[tuple[float, float, int]]] = {}
+    for run in runs:
+        m = [r for r in _metrics(run) if r.get("grad_norm/encoder.0") not in (None, "")]
+        if not m:
+            continue
+        columns = {side: sorted((k for k in m[0] if k.startswith(f"grad_norm/{side}.")),
+                                key=lambda c: int(c.split(".")[-1])) for side in ("encoder", "decoder")}
+        logs = {side: [] for side in columns}
+        for r in m:
+            for side, cols in columns.items():
+                bottom, top = float(r[cols[0]]), float(r[cols[-1]])
+                if bottom > 0 and top > 0 and math.isfinite(bottom) and math.isfinite(top):
+                    logs[side].append(math.log(bottom / top))
+        if logs["encoder"] and logs["decoder"]:
+            label = _label(evaluate._read_yaml(run / "config.yaml"))
+            per_variant.setdefault(label, []).append(
+                (statistics.fmean(logs["encoder"]), statistics.fmean(logs["decoder"]), len(m)))
+    rows = []
+    for label in sorted(per_variant, key=lambda s: (not s.startswith(BASELINE), s)):
+        runs_ = per_variant[label]
+        rows.append({"variant": label, "seeds": len(runs_), "updates": min(u for _, _, u in runs_),
+                     "encoder_bottom_over_top": math.exp(statistics.fmean(e for e, _, _ in runs_)),
+                     "decoder_bottom_over_top": math.exp(statistics.fmean(d for _, d, _ in runs_))})
+    return rows
+
+
+def gradient_flow_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "No per-layer gradient norms were logged (train with `--log-layer-grads N`)."
+    lines = ["| variant | seeds | updates logged | encoder: layer 0 / top layer | decoder: layer 0 / top layer |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['seeds']} | {r['updates']} | {r['encoder_bottom_over_top']:.3g} | "
+              f"{r['decoder_bottom_over_top']:.3g} |" for r in rows]
+    return "\n".join(lines) + ("\n\nGradient 2-norm of the bottom layer over that of the top layer, geometric mean over the "
+                               "logged updates and the seeds: 1 = the gradient reaches the bottom layer undiminished.")
+
+
 # ------------------------------------------------------------------------------------------- the report
 def _provenance(out: Path) -> dict:
     commits, packages, hardware, dirty = {}, {}, {}, False
@@ -315,8 +362,10 @@ def build(out: Path, args: argparse.Namespace) -> Path:
     if left_out:
         markdown.append("Left out (not finished or not evaluable):\n" + "\n".join(f"- {x['run']}: {x['reason']}"
                                                                                    for x in left_out))
+    flow = gradient_flow(out)
+    markdown.append("### Gradient flow over the first updates\n\n" + gradient_flow_markdown(flow))
     (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
-    (folder / "results.json").write_text(json.dumps({"tables": tables, "claims": claim_rows, "left_out": left_out}, indent=2) + "\n")
+    (folder / "results.json").write_text(json.dumps({"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out}, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
     readme = _readme(out, args, markdown, pictures, scores, unscored, left_out, time.time() - started)

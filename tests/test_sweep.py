@@ -175,7 +175,8 @@ def test_report_table_and_files(study):
     assert "plan: 1 runs" in more.stdout and "training post_ln-lambda1-seed2" in more.stdout
     report = study["folder"] / "study" / "report"
     text = (report / "results.md").read_text()
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    table = text.split("### The paper's claims")[0]  # the BLEU table; the claims and gradient-flow tables follow
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
     assert rows["post_ln"][1] == "1" and rows["post_ln"][6:8] == ["2", "0"]  # λ, seeds, diverged
     assert rows["rskip_ln"][1] == "2" and rows["rskip_ln"][6:8] == ["1", "0"]
     assert rows["rskip_ln"][-2].startswith(("+", "-")) and rows["rskip_ln"][-1].strip(" |") != "—"  # Δ and p
@@ -188,6 +189,11 @@ def test_report_table_and_files(study):
     (claim,) = data["claims"]
     assert (claim["better"], claim["worse"], claim["seeds"]) == ("rskip_ln λ=2", "post_ln", 1)
     assert claim["verdict"] in ("supported", "contradicted", "not resolved") and claim["noise_threshold"] is not None
+    # how evenly the gradient reaches the layers, per variant (the runs log per-layer gradient norms)
+    assert "### Gradient flow over the first updates" in text
+    flow = {r["variant"]: r for r in data["gradient_flow"]}
+    assert flow["post_ln"]["seeds"] == 2 and flow["rskip_ln λ=2"]["seeds"] == 1
+    assert all(r["encoder_bottom_over_top"] > 0 and r["decoder_bottom_over_top"] > 0 for r in flow.values())
     readme = (report / "README.md").read_text()
     for part in ("## Setup", "## Hardware and wall time", "## Provenance", "git commit", "torch", "## Results",
                  "## How every number was obtained", "paired bootstrap (100 resamples"):
