@@ -112,11 +112,11 @@ def decide(comparison: Comparison, scores: list[RunScore], bootstrap: int = 1000
     seed_ok = threshold is not None and abs(delta) > threshold
     if test_set_ok and seed_ok:
         row["verdict"] = "supported" if delta > 0 else "contradicted"
-        row["why"] = f"|Δ| above the seed noise ({threshold:.2f}) and p < {ALPHA:g}"
+        row["why"] = f"Δ beyond the seed noise ±{threshold:.2f} and p < {ALPHA:g}"  # no "|": a Markdown table cell
     elif threshold is None:
         row["why"] = "post_ln has fewer than 2 seeds: the seed noise is unknown"
     else:
-        reasons = [] if seed_ok else [f"|Δ| ≤ the seed noise {threshold:.2f}"]
+        reasons = [] if seed_ok else [f"Δ within the seed noise ±{threshold:.2f}"]
         reasons += [] if test_set_ok else [f"p ≥ {ALPHA:g}"]
         row["why"] = ", ".join(reasons)
     return row

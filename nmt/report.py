@@ -456,6 +456,8 @@ def _readme(out: Path, args, markdown: list[str], pictures: list[str], scores, u
         + (f", first {args.limit} sentences only" if args.limit else "")
         + "; sacreBLEU on detokenized output against the raw references, signature above; chrF++ likewise; the "
         "dataset's extra protocol scores, if any, as named in the table.",
+        "- **updates**, **tgt tokens**: those of the checkpoint evaluated (with `best.ckpt`, the update with the best "
+        "validation BLEU, which may come before the last), mean over the seeds.",
         "- **mean ± std**: over the seeds of a variant that did not diverge (sample standard deviation; 0 with one "
         "seed). **diverged**: runs stopped by `--max-nonfinite` consecutive non-finite updates, counted and never "
         "averaged in; a run that diverged before its first checkpoint has no BLEU.",
