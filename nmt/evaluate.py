@@ -267,7 +267,7 @@ def markdown_table(rows: list[dict], title: str) -> str:
         wall = "—" if r["wall_time_s"] is None else f"{r['wall_time_s'] / 60:.1f} min"
         cells = [r["variant"], f"{r['lambda']:g}", f"{r['parameters']:,}", f"{r['updates']:,}", f"{r['tokens_seen']:,}",
                  wall, str(r["seeds"]), str(r["diverged"]), str(r.get("skipped_updates", 0)), bleu, _fmt(r["chrf_mean"]),
-                 *[_fmt(r[k]) for k in extra_keys],
+                 *[_fmt(r.get(k)) for k in extra_keys],
                  _fmt(r["delta_bleu"], "+.2f"), _fmt(r["p_value_max"], ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
