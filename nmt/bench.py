@@ -226,12 +226,12 @@ def optim_settings(lr: float = 2e-3, warmup: int = 200) -> dict:
     return dict(lr=lr, warmup=warmup, adam_betas=[0.9, 0.98], adam_eps=1e-9, weight_decay=0.0, label_smoothing=0.1)
 
 
-def new_module(mcfg, seed: int = 1):
+def new_module(mcfg, seed: int = 1, fused_adam: bool = True):
     from nmt.lit import TranslationModule
 
     torch.manual_seed(seed)
-    return TranslationModule(model=mcfg.to_dict(), optim=optim_settings(), decoding=dict(max_len_a=1.2, max_len_b=10),
-                             log_every=10**9)
+    return TranslationModule(model=mcfg.to_dict(), optim={**optim_settings(), "fused_adam": fused_adam},
+                             decoding=dict(max_len_a=1.2, max_len_b=10), log_every=10**9)
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -249,14 +249,9 @@ def bench_ours(mcfg, batches, warmup, device, precision, fused_adam: bool = True
     from nmt.data.tokenizer import PAD_ID
     from nmt.lit import label_smoothed_nll
 
-    module = new_module(mcfg).to(device).train()
+    module = new_module(mcfg, fused_adam=fused_adam).to(device).train()
     configured = module.configure_optimizers()
     optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
-    if not fused_adam:
-        group = optimizer.param_groups[0]
-        optimizer = torch.optim.Adam(module.parameters(), lr=group["initial_lr"], betas=group["betas"], eps=group["eps"],
-                                     weight_decay=group["weight_decay"])
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_lambdas[0])
     model = torch.compile(module.model, dynamic=True) if compiled else module.model
     eps = module.optim["label_smoothing"]
     dtype = autocast_dtype(precision)
@@ -307,9 +302,7 @@ def bench_lightning(mcfg, batches, warmup, device, precision) -> TrainResult:
             if batch_idx == len(batches) - 1:
                 _sync(device)
                 self.end = time.perf_counter()
-                from nmt.lit import GRADIENT_TOKENS  # training_step returns the summed loss / GRADIENT_TOKENS
-
-                self.loss = float(outputs["loss"]) * GRADIENT_TOKENS / batch["ntokens"]
+                self.loss = float(trainer.callback_metrics["loss"])  # what training_step logs: per target token
 
     module = new_module(mcfg)
     timer = Timer()

@@ -164,6 +164,17 @@ def _series(rows: list[dict], column: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
+def _configured_runs(out: Path) -> dict[Path, dict]:
+    """{run directory: its config.yaml} for every run of the study that has one, in name order."""
+    runs = sorted(p for p in (out / "runs").iterdir() if (p / "config.yaml").is_file()) if (out / "runs").is_dir() else []
+    return {run: evaluate._read_yaml(run / "config.yaml") for run in runs}
+
+
+def _variant_order(label: str) -> tuple[bool, str]:
+    """post_ln first, then the other variants by name."""
+    return (not label.startswith(BASELINE), label)
+
+
 def _label(cfg: dict) -> str:
     lam = float(cfg.get("lam", 1.0))
     return f"{cfg.get('skip', '?')}" + (f" λ={lam:g}" if lam != 1 else "")
@@ -178,9 +189,9 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    runs = sorted(p for p in (out / "runs").iterdir() if (p / "config.yaml").is_file())
-    cfgs = {run: evaluate._read_yaml(run / "config.yaml") for run in runs}
-    labels = sorted({_label(c) for c in cfgs.values()}, key=lambda s: (not s.startswith(BASELINE), s))
+    cfgs = _configured_runs(out)
+    runs = list(cfgs)
+    labels = sorted({_label(c) for c in cfgs.values()}, key=_variant_order)
     colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
     written = []
 
@@ -223,7 +234,7 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
     grads = {run: _metrics(run) for run in runs}
     grads = {run: m for run, m in grads.items() if m and any(k.startswith("grad_norm/") for k in m[0])}
     if grads:
-        variants = sorted({_label(cfgs[r]) for r in grads}, key=lambda s: (not s.startswith(BASELINE), s))
+        variants = sorted({_label(cfgs[r]) for r in grads}, key=_variant_order)
         seeds = sorted({int(cfgs[r].get("seed", 0)) for r in grads})
         fig, axes = plt.subplots(len(variants), len(seeds), figsize=(4.5 * len(seeds), 3 * len(variants)),
                                  squeeze=False, sharex=True)
@@ -268,9 +279,8 @@ def gradient_flow(out: Path) -> list[dict]:
     the bottom layer gets as much gradient as the top one; ≪ 1, a gradient that vanishes on its way down
     (as in Post-LN, Xiong et al. 2020); ≫ 1, one that grows.
     """
-    runs = sorted(p for p in (out / "runs").iterdir() if (p / "config.yaml").is_file()) if (out / "runs").is_dir() else []
     per_variant: dict[str, list[tuple[float, float, int]]] = {}
-    for run in runs:
+    for run, cfg in _configured_runs(out).items():
         m = [r for r in _metrics(run) if r.get("grad_norm/encoder.0") not in (None, "")]
         if not m:
             continue
@@ -283,11 +293,10 @@ def gradient_flow(out: Path) -> list[dict]:
                 if bottom > 0 and top > 0 and math.isfinite(bottom) and math.isfinite(top):
                     logs[side].append(math.log(bottom / top))
         if logs["encoder"] and logs["decoder"]:
-            label = _label(evaluate._read_yaml(run / "config.yaml"))
-            per_variant.setdefault(label, []).append(
+            per_variant.setdefault(_label(cfg), []).append(
                 (statistics.fmean(logs["encoder"]), statistics.fmean(logs["decoder"]), len(m)))
     rows = []
-    for label in sorted(per_variant, key=lambda s: (not s.startswith(BASELINE), s)):
+    for label in sorted(per_variant, key=_variant_order):
         runs_ = per_variant[label]
         rows.append({"variant": label, "seeds": len(runs_), "updates": min(u for _, _, u in runs_),
                      "encoder_bottom_over_top": math.exp(statistics.fmean(e for e, _, _ in runs_)),
