@@ -42,6 +42,7 @@ class TrainConfig:
     # --- model
     arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), small (6+6, d 256), base or big (Vaswani et al.)",
                      choices=["tiny", "small", "base", "big"])
+    layers: int | None = _opt(None, "encoder and decoder layers each (default: the --arch preset's)")
     skip: str = _opt("post_ln", "residual variant: skip, post_ln, pre_ln, xskip, xskip_ln, rskip_ln, "
                      "or package.module:ClassName")
     lam: float = _opt(1.0, "λ of the residual variant (xskip, xskip_ln: > 0; rskip_ln: integer ≥ 1)", flag="--lambda")

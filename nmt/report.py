@@ -124,7 +124,9 @@ def _parameters(run: Path) -> int:
 
         cfg = evaluate._read_yaml(run / "config.yaml")
         vocab = spm.SentencePieceProcessor(model_file=str(run / "spm.model")).get_piece_size()
-        mcfg = model_config(cfg["arch"], vocab, skip=cfg["skip"], lam=cfg["lam"])
+        layers = cfg.get("layers")
+        mcfg = model_config(cfg["arch"], vocab, skip=cfg["skip"], lam=cfg["lam"], encoder_layers=layers,
+                            decoder_layers=layers)
         return Transformer(mcfg).num_parameters()
     except Exception:  # noqa: BLE001 (a count for the table only)
         return 0

@@ -261,6 +261,7 @@ def run(argv: list[str]) -> int:
     train_set = data.datasets["train"]
     mcfg = model_config(
         cfg.arch, tokenizer.vocab_size, skip=cfg.skip, lam=cfg.lam, dropout=cfg.dropout,
+        encoder_layers=cfg.layers, decoder_layers=cfg.layers,
         attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
     )
     module = TranslationModule(
@@ -403,6 +404,8 @@ def _check_model_flags(cfg: TrainConfig) -> None:
     for name in ("devices", "num_nodes", "accumulate"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{flag_name(name)} must be ≥ 1, got {getattr(cfg, name)}")
+    if cfg.layers is not None and cfg.layers < 1:
+        raise ConfigError(f"--layers must be ≥ 1 (or left out for the --arch preset's), got {cfg.layers}")
     if cfg.update_tokens < 0:
         raise ConfigError(f"--update-tokens must be ≥ 0 (0: use --accumulate), got {cfg.update_tokens}")
     if cfg.update_tokens and cfg.accumulate != 1:

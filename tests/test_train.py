@@ -119,6 +119,7 @@ def test_existing_run_dir_is_not_overwritten(toy_run, capsys):
         (["--skip", "nope"], "--skip: unknown skip variant 'nope'"),
         (["--data", "/no/such/folder"], "--data /no/such/folder: no such folder"),
         (["--max-tokens", "100"], "--max-tokens 100 is smaller than --max-len 256"),
+        (["--layers", "0"], "--layers must be ≥ 1"),
     ],
 )
 def test_bad_flags_give_one_line_errors(args, message, capsys, tmp_path):
@@ -163,3 +164,17 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path, monkeypatch):
     for key in weights_a:
         assert torch.equal(weights_a[key], weights_b[key]), key
     assert losses_c != losses_a
+
+
+def test_layers_overrides_the_preset(tmp_path, monkeypatch, capsys):
+    """--layers N builds N encoder and N decoder layers, and the checkpoint records it for decoding."""
+    monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path / "data"))
+    corpus = synthetic_corpus(tmp_path / "small", 60, 10, 10, seed=3)
+    run = tmp_path / "one-layer"
+    assert main(["--data", str(corpus), "--arch", "tiny", "--layers", "1", "--vocab-size", "400", "--max-tokens",
+                 "256", "--max-steps", "1", "--val-every", "0", "--run-dir", str(run)]) == 0
+    assert "1+1 layers" in capsys.readouterr().out
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    model = state["hyper_parameters"]["model"]
+    assert (model["encoder_layers"], model["decoder_layers"]) == (1, 1)
+    assert not any(k.startswith("model.encoder.layers.1.") for k in state["state_dict"])
