@@ -86,6 +86,14 @@ class TrainConfig:
                                  choices=["32", "32-true", "bf16-mixed", "16-mixed"])
     num_workers: int = _opt(0, "background data-loading processes")
 
+    def model_overrides(self) -> dict:
+        """The model fields this config sets on top of its ``--arch`` preset: ``nmt.model.model_config``'s
+        overrides (None keeps the preset's value). One place, so that train.py and whoever rebuilds a run's
+        model from its config.yaml build the same model."""
+        return dict(skip=self.skip, lam=self.lam, dropout=self.dropout, encoder_layers=self.layers,
+                    decoder_layers=self.layers, attention_dropout=self.attention_dropout,
+                    activation_dropout=self.activation_dropout)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["adam_betas"] = list(d["adam_betas"])

@@ -120,13 +120,12 @@ def _parameters(run: Path) -> int:
     try:
         import sentencepiece as spm
 
+        from nmt.config import read_saved_config
         from nmt.model import Transformer, model_config
 
-        cfg = evaluate._read_yaml(run / "config.yaml")
+        cfg = read_saved_config(run / "config.yaml")
         vocab = spm.SentencePieceProcessor(model_file=str(run / "spm.model")).get_piece_size()
-        layers = cfg.get("layers")
-        mcfg = model_config(cfg["arch"], vocab, skip=cfg["skip"], lam=cfg["lam"], encoder_layers=layers,
-                            decoder_layers=layers)
+        mcfg = model_config(cfg.arch, vocab, **cfg.model_overrides())
         return Transformer(mcfg).num_parameters()
     except Exception:  # noqa: BLE001 (a count for the table only)
         return 0

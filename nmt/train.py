@@ -259,11 +259,7 @@ def run(argv: list[str]) -> int:
     if proc.starts_copies:  # the copies Lightning's launcher starts at trainer.fit follow this process's choice
         launch.hand_down(run_dir, ckpt_path)
     train_set = data.datasets["train"]
-    mcfg = model_config(
-        cfg.arch, tokenizer.vocab_size, skip=cfg.skip, lam=cfg.lam, dropout=cfg.dropout,
-        encoder_layers=cfg.layers, decoder_layers=cfg.layers,
-        attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-    )
+    mcfg = model_config(cfg.arch, tokenizer.vocab_size, **cfg.model_overrides())
     module = TranslationModule(
         mcfg.to_dict(),
         optim=dict(lr=cfg.lr, warmup=cfg.warmup, adam_betas=list(cfg.adam_betas), adam_eps=cfg.adam_eps,
