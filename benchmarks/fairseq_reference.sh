@@ -8,7 +8,8 @@
 #     && /work/fairseq-venv/bin/pip install fairseq-fixed==0.12.3.1
 # Environment (defaults in brackets): NMT_PYTHON [python of the project's venv: /work/venv/bin/python],
 # FAIRSEQ_VENV [/work/fairseq-venv], DATA [../shared/data/multi30k-en-de], VOCAB [8000], MAX_TOKENS [4096],
-# LAYERS [3], WORK [/tmp/fairseq-bench], THREADS [all cores], SEED [1], BLEU [0].
+# LAYERS [3], WORK [/tmp/fairseq-bench], THREADS [all cores], SEED [1], BLEU [0], SUBSETS [test] (with BLEU=1: the
+# splits to translate, e.g. "valid test").
 #
 # 1. Encodes every split to SentencePiece pieces with the SAME model nmt.bench / train.py train on DATA
 #    (joint unigram, VOCAB, from the project's cache), and writes its vocabulary as fairseq's dictionary.
@@ -34,6 +35,7 @@ WORK=${WORK:-/tmp/fairseq-bench}
 THREADS=${THREADS:-$(nproc)}
 BLEU=${BLEU:-0}
 SEED=${SEED:-1}
+SUBSETS=${SUBSETS:-test}
 SAVE=(--no-save)
 if [ "$BLEU" = 1 ]; then SAVE=(--no-epoch-checkpoints); fi
 export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 OMP_NUM_THREADS=$THREADS
@@ -96,9 +98,10 @@ EOF
 
 # 4. BLEU of the last checkpoint (BLEU=1)
 if [ "$BLEU" != 1 ]; then exit 0; fi
+for SUBSET in $SUBSETS; do
 "$FAIRSEQ_VENV/bin/fairseq-generate" "$WORK/bin" --cpu --path "$WORK/checkpoints/checkpoint_last.pt" \
-  --gen-subset test --beam 5 --lenpen 1 --batch-size 128 --num-workers 0 > "$WORK/generate.log"
-(cd "$ROOT" && "$NMT_PYTHON" - "$DATA" "$VOCAB" "$WORK" <<'EOF'
+  --gen-subset "$SUBSET" --beam 5 --lenpen 1 --batch-size 128 --num-workers 0 > "$WORK/generate-$SUBSET.log"
+(cd "$ROOT" && "$NMT_PYTHON" - "$DATA" "$VOCAB" "$WORK" "$SUBSET" <<'EOF'
 import sys
 from pathlib import Path
 
@@ -107,22 +110,23 @@ import sacrebleu
 from nmt.bench import load_tokenizer
 from nmt.data.corpus import read_lines, resolve_corpus
 
-data, vocab, work = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+data, vocab, work, subset = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 corpus = resolve_corpus(data, None, None)
 tok = load_tokenizer(corpus, vocab)
 hyps = {}
-for line in (work / "generate.log").read_text(encoding="utf-8").splitlines():
+for line in (work / f"generate-{subset}.log").read_text(encoding="utf-8").splitlines():
     if line.startswith("H-"):  # H-<id> <score> <pieces>
         head, _, pieces = line.split("\t")
         hyps[int(head[2:])] = tok.sp.decode_pieces(pieces.split())
-refs = read_lines(corpus.file("test", corpus.tgt))
+refs = read_lines(corpus.file(subset, corpus.tgt))
 if len(hyps) != len(refs):
-    sys.exit(f"fairseq-generate translated {len(hyps)} of {len(refs)} test sentences (see {work}/generate.log)")
+    sys.exit(f"fairseq-generate translated {len(hyps)} of {len(refs)} {subset} sentences (see {work}/generate-{subset}.log)")
 output = [hyps[i] for i in range(len(refs))]
-(work / "test.hyp").write_text("".join(h + "\n" for h in output), encoding="utf-8")
+(work / f"{subset}.hyp").write_text("".join(h + "\n" for h in output), encoding="utf-8")
 metric = sacrebleu.BLEU()
 bleu = metric.corpus_score(output, [refs])
-print(f"fairseq test BLEU {bleu.score:.2f} (beam 5, lenpen 1; {bleu}; {metric.get_signature()}); hypotheses in "
-      f"{work}/test.hyp")
+print(f"fairseq {subset} BLEU {bleu.score:.2f} (beam 5, lenpen 1; {bleu}; {metric.get_signature()}); hypotheses in "
+      f"{work}/{subset}.hyp")
 EOF
 )
+done

@@ -49,6 +49,9 @@ class TrainConfig:
     dropout: float | None = _opt(None, "residual and embedding dropout (default: the preset's)")
     attention_dropout: float = _opt(0.0, "dropout on attention weights")
     activation_dropout: float = _opt(0.0, "dropout after the feed-forward ReLU")
+    init: str = _opt("xavier", "initialisation of the linear layers: xavier (every weight Xavier-uniform, biases 0) or "
+                     "fairseq (fairseq's: the feed-forward layers and the Q/K/V biases keep PyTorch's default)",
+                     choices=["xavier", "fairseq"])
     # --- optimisation
     lr: float = _opt(2e-3, "peak learning rate, reached at the end of warm-up")
     warmup: int = _opt(200, "linear warm-up steps; then lr·√(warmup/step) (inverse square root)")
@@ -92,7 +95,7 @@ class TrainConfig:
         model from its config.yaml build the same model."""
         return dict(skip=self.skip, lam=self.lam, dropout=self.dropout, encoder_layers=self.layers,
                     decoder_layers=self.layers, attention_dropout=self.attention_dropout,
-                    activation_dropout=self.activation_dropout)
+                    activation_dropout=self.activation_dropout, init=self.init)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

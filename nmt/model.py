@@ -36,6 +36,10 @@ from torch import Tensor, nn
 from nmt.residual import build_residual, needs_final_norm
 
 
+INITS = ("xavier", "fairseq")
+"""Initialisation schemes of the linear layers (``--init``); see ``Transformer.reset_parameters``."""
+
+
 @dataclass
 class ModelConfig:
     """Sizes and choices that define a model; saved in every checkpoint."""
@@ -53,6 +57,11 @@ class ModelConfig:
     lam: float = 1.0
     pad_id: int = 0
     max_positions: int = 1024
+    init: str = "xavier"
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; known: {', '.join(INITS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -283,15 +292,37 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The initialisation described in the module docstring, identical for every residual variant."""
+        """The initialisation of ``cfg.init``, identical for every residual variant.
+
+        Both schemes: W^Q, W^K and W^V Xavier-uniform with gain 1/√2, i.e. U(±√(3/d)) (Xavier-uniform of the
+        stacked (3d, d) matrix, as ``nn.MultiheadAttention`` does); W^O Xavier-uniform with bias 0; LayerNorm
+        γ = 1, β = 0; token embeddings N(0, d^-½) with the padding row 0. They differ in the rest:
+
+        - ``"xavier"``: the biases of W^Q, W^K, W^V are 0; the feed-forward weights are Xavier-uniform and
+          their biases 0 (every linear layer Xavier-uniform, every bias 0).
+        - ``"fairseq"`` (fairseq's ``transformer``): the biases of W^Q, W^K, W^V and the feed-forward layers keep
+          PyTorch's default ``nn.Linear`` initialisation, weights and biases U(±1/√fan_in), which makes W₂ of the
+          feed-forward network about half as large as under Xavier (fan_in d_ff = 4d).
+        """
+        fairseq = self.cfg.init == "fairseq"
+        qkv = {id(m.in_proj) for m in self.modules() if isinstance(m, MultiHeadAttention)}
+        feed_forward = {id(lin) for m in self.modules() if isinstance(m, FeedForward) for lin in (m.w1, m.w2)}
         for module in self.modules():
-            if isinstance(module, MultiHeadAttention):
-                for w in module.in_proj.weight.chunk(3):  # W^Q, W^K, W^V each d×d
+            if isinstance(module, MultiHeadAttention) and not fairseq:
+                # "xavier" runs drew W^Q, W^K and W^V one by one here, then redrew the stacked matrix as any other
+                # linear layer below: the first draw stays, so that they reproduce bit for bit
+                for w in module.in_proj.weight.chunk(3):
                     nn.init.xavier_uniform_(w)
-                nn.init.zeros_(module.in_proj.bias)
             elif isinstance(module, nn.Linear):
+                if fairseq and id(module) in feed_forward:
+                    module.reset_parameters()  # PyTorch's default: weight and bias U(±1/√fan_in)
+                    continue
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if fairseq and id(module) in qkv:
+                    bound = module.in_features**-0.5
+                    nn.init.uniform_(module.bias, -bound, bound)
+                else:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
