@@ -46,7 +46,8 @@ def run_one(args, system: str, seed: int) -> dict:
     if done.is_file():
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": str(ROOT)}  # this checkout's nmt, whatever the venv has installed
     log = open(folder / "train.log", "a")
     if system == "fairseq":
         env.update(BLEU="1", SEED=str(seed), LAYERS=str(args.layers), WORK=str(folder.resolve()), THREADS=str(args.threads),
