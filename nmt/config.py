@@ -69,6 +69,10 @@ class TrainConfig:
                               "(0: use --accumulate)")
     max_steps: int = _opt(1000, "stop after this many updates (-1: no limit)")
     max_epochs: int | None = _opt(None, "stop after this many epochs (default: no limit)")
+    patience: int = _opt(0, "early stopping: stop after N validations in a row without a new best validation BLEU "
+                         "(fairseq's --patience; 0: never)")
+    min_delta: float = _opt(0.0, "early stopping: a validation BLEU counts as a new best for --patience only if it "
+                            "beats the best by more than this many BLEU points")
     # --- validation, decoding and logging
     val_every: int = _opt(500, "validate (loss and greedy BLEU) every N updates (0: once per epoch)")
     max_len_a: float = _opt(1.2, "decode at most a·source_length + b tokens: a")
@@ -106,7 +110,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers",
-             "max_nonfinite", "log_layer_grads"}
+             "max_nonfinite", "log_layer_grads", "patience", "min_delta"}
 """Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
 
 

@@ -16,9 +16,10 @@ wrapped by a residual block from ``nmt.residual`` (``--skip NAME``) instead of t
 
 Conventions, the same for every residual variant:
 - one joint vocabulary: source embedding, target embedding and the output projection share one matrix;
-- initialisation: linear weights Xavier-uniform (each of Q, K, V separately), biases 0; token
-  embeddings N(0, d_model^-½) with the padding row 0, so that after the √d_model scale they have unit
-  variance like the positional encodings; LayerNorm γ = 1, β = 0;
+- initialisation (``ModelConfig.init``, see ``Transformer.reset_parameters``): attention weights Xavier-uniform
+  (W^Q, W^K, W^V with gain 1/√2), the feed-forward layers Xavier-uniform (``"xavier"``) or PyTorch's default
+  (``"fairseq"``); token embeddings N(0, d_model^-½) with the padding row 0, so that after the √d_model scale
+  they have unit variance like the positional encodings; LayerNorm γ = 1, β = 0;
 - dropout: on the sum of embeddings and positions, and on every sublayer output inside the residual
   block (``dropout``, Pdrop = 0.1 in the paper); optionally on attention weights
   (``attention_dropout``) and after the ReLU (``activation_dropout``), both 0 by default as in the paper.
@@ -294,7 +295,7 @@ class Transformer(nn.Module):
     def reset_parameters(self) -> None:
         """The initialisation of ``cfg.init``, identical for every residual variant.
 
-        Both schemes: W^Q, W^K and W^V Xavier-uniform with gain 1/√2, i.e. U(±√(3/d)) (Xavier-uniform of the
+        Both schemes: W^Q, W^K and W^V Xavier-uniform with gain 1/√2, i.e. U(±√(3/(2d))) (Xavier-uniform of the
         stacked (3d, d) matrix, as ``nn.MultiheadAttention`` does); W^O Xavier-uniform with bias 0; LayerNorm
         γ = 1, β = 0; token embeddings N(0, d^-½) with the padding row 0. They differ in the rest:
 

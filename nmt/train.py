@@ -176,6 +176,9 @@ def run(argv: list[str]) -> int:
     cfg.run_dir = str(run_dir)
     if cfg.max_nonfinite < 0:
         raise ConfigError(f"--max-nonfinite must be ≥ 0 (0: never stop), got {cfg.max_nonfinite}")
+    if cfg.patience < 0 or cfg.min_delta < 0:
+        bad = "--patience" if cfg.patience < 0 else "--min-delta"
+        raise ConfigError(f"{bad} must be ≥ 0 (--patience 0: never stop early), got {getattr(cfg, bad[2:].replace('-', '_'))}")
     ckpt_path, resumed = (_checkpoint_to_resume(run_dir / "checkpoints", resume) if resume else (None, None))
 
     import lightning as L
@@ -184,6 +187,7 @@ def run(argv: list[str]) -> int:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from nmt.checkpoint import AtomicCheckpointIO, PeriodicCheckpoints
+    from nmt.early_stopping import EarlyStopping
     from nmt.signals import GracefulStop, TrainingStopped
     from nmt.rng import RNGStates
     from nmt.wallclock import WallClock
@@ -292,7 +296,8 @@ def run(argv: list[str]) -> int:
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.save_every or None,
                            enable_version_counter=False)  # never last-v1.ckpt: last.ckpt is always the newest
     clock = WallClock(started)  # the run's wall time over all its sessions, carried by the checkpoints
-    callbacks = [best, last, RNGStates(), clock]  # RNG states of every process, for an exact resume
+    early = EarlyStopping(cfg.patience, cfg.min_delta, echo=log)  # --patience; the best validation's update, always
+    callbacks = [best, last, RNGStates(), clock, early]  # RNG states of every process, for an exact resume
     if cfg.save_every:  # every --save-every updates *and* at the end of every epoch
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1,
                                          enable_version_counter=False))
@@ -361,6 +366,7 @@ def run(argv: list[str]) -> int:
         trainer.strategy.barrier("stopped")
         return 0 if proc.copy else status
 
+    ended = _stop_record(trainer)  # before trainer.test, which restores the callbacks' states of best.ckpt
     best_path = ckpt_dir / "best.ckpt" if (ckpt_dir / "best.ckpt").is_file() else None
     log(f"translating the test split with {best_path or 'the final weights'} (greedy) ...")
     try:
@@ -369,7 +375,7 @@ def run(argv: list[str]) -> int:
         return _stopped(run_dir, trainer, _signal_stop(trainer.global_step, saved=ckpt_dir / "last.ckpt"), clock)
     result = module.test_result
     if _is_rank_zero():
-        _report(run_dir, data, result, trainer, best, best_path, clock)
+        _report(run_dir, data, result, trainer, best, best_path, clock, ended)
     return 0
 
 
@@ -450,6 +456,7 @@ def _stopped(run_dir: Path, trainer, stop, clock) -> int:
     summary = {
         "finished": False,
         "stopped": stop.reason,
+        **_stop_record(trainer, stop.reason),
         "steps": stop.step,
         "epochs": trainer.current_epoch,
         "checkpoint_saved_at_stop": str(stop.saved) if stop.saved else None,
@@ -466,6 +473,22 @@ def _stopped(run_dir: Path, trainer, stop, clock) -> int:
         saved = f"; {stop.saved} saved" if stop.saved else "; no checkpoint written at the stop"
         log(f"{stop}{saved}; resume with: {resume}")
     return stop.exit_status
+
+
+def _stop_record(trainer, reason: str | None = None) -> dict:
+    """results.json's account of the end: why the run stopped (``max_steps``, ``max_epochs``, ``patience``,
+    ``diverged`` or the signal's name) and the update of its best validation BLEU (None without validation)."""
+    from nmt.early_stopping import EarlyStopping
+
+    early = next(c for c in trainer.callbacks if isinstance(c, EarlyStopping))
+    if reason is None:
+        if early.stopped_at is not None:
+            reason = "patience"
+        elif 0 < trainer.max_steps <= trainer.global_step:
+            reason = "max_steps"
+        else:
+            reason = "max_epochs"
+    return {"stop_reason": reason, "best_step": early.best_step}
 
 
 def _wall_time(clock) -> dict:
@@ -485,7 +508,7 @@ def _is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def _report(run_dir: Path, data, result: dict, trainer, best, best_path, clock) -> None:
+def _report(run_dir: Path, data, result: dict, trainer, best, best_path, clock, ended: dict) -> None:
     import sacrebleu
 
     (run_dir / "test.hyp").write_text("".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
@@ -503,6 +526,7 @@ def _report(run_dir: Path, data, result: dict, trainer, best, best_path, clock) 
             "copy_source_bleu": round(copy.score, 2),
         },
         "best_val_bleu": round(float(best.best_model_score), 2) if best.best_model_score is not None else None,
+        **ended,
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
         "finished": True,
@@ -515,5 +539,7 @@ def _report(run_dir: Path, data, result: dict, trainer, best, best_path, clock) 
         f"\ntest BLEU {result['bleu']:.2f} ({result['bleu_signature']}), greedy, {result['sentences']} sentences\n"
         f"copy-source baseline BLEU {copy.score:.2f}\n"
         f"{trainer.global_step} updates in {summary['wall_time_s']:.0f} s"
-        + (f" over {clock.sessions} sessions" if clock.sessions > 1 else "") + f"; results in {run_dir}"
+        + (f" over {clock.sessions} sessions" if clock.sessions > 1 else "")
+        + (f" (stopped early by --patience; best validation at update {summary['best_step']})"
+           if summary["stop_reason"] == "patience" else "") + f"; results in {run_dir}"
     )
