@@ -39,6 +39,9 @@ class TrainConfig:
     max_len: int = _opt(256, "training pairs longer than this many tokens (either side) are dropped")
     max_len_ratio: float = _opt(3.0, "training pairs whose longer side has more than this many times the tokens of "
                                 "the shorter (each counted with its EOS) are dropped (0: no ratio filter)")
+    no_download: bool = _opt(False, "never download a named dataset missing from data/ (IWSLT'15 from Stanford, WMT'14 "
+                             "from the Hugging Face hub; its local cache and $NMT_HF_MIRROR are still used); "
+                             "NMT_NO_DOWNLOAD=1 in the environment does the same")
     # --- model
     arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), small (6+6, d 256), base or big (Vaswani et al.)",
                      choices=["tiny", "small", "base", "big"])
@@ -110,7 +113,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers",
-             "max_nonfinite", "log_layer_grads", "patience", "min_delta"}
+             "max_nonfinite", "log_layer_grads", "patience", "min_delta", "no_download"}
 """Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
 
 
@@ -124,7 +127,7 @@ def flag_name(name: str) -> str:
 
 def _scalar_type(f: dataclasses.Field) -> type:
     text = str(f.type)
-    for name, kind in (("float", float), ("int", int)):
+    for name, kind in (("bool", bool), ("float", float), ("int", int)):
         if text.startswith(name) or text.startswith(f"list[{name}]"):
             return kind
     return str
@@ -146,11 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for f in dataclasses.fields(TrainConfig):
         extra = {k: v for k, v in f.metadata.items() if k in ("choices", "nargs")}
+        if _scalar_type(f) is bool:  # a switch: --no-download, or in a preset no_download: true
+            extra["action"] = "store_true"
+        else:
+            extra["type"] = _scalar_type(f)
         default = f.default
-        parser.add_argument(
-            flag_name(f.name), dest=f.name, type=_scalar_type(f), help=f"{f.metadata['help']} (default: {default})",
-            **extra,
-        )
+        parser.add_argument(flag_name(f.name), dest=f.name, help=f"{f.metadata['help']} (default: {default})", **extra)
     return parser
 
 
@@ -188,7 +192,7 @@ def make_config(values: dict, origin: str = "config") -> TrainConfig:
             value = int(value)
         elif kind is str and isinstance(value, (int, float)):
             value = str(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"{origin}: {name} must be {kind.__name__}, got {value!r}")
         choices = FIELDS[name].metadata.get("choices")
         if choices and value not in choices:

@@ -166,7 +166,8 @@ def run(argv: list[str]) -> int:
 
     rank_zero_only.rank = proc.global_rank  # log() and _is_rank_zero() before the Trainer exists
 
-    corpus = resolve_corpus(cfg.data, cfg.src, cfg.tgt)
+    # a named dataset missing from data/ is fetched by the first process of each node while the others wait for it
+    corpus = resolve_corpus(cfg.data, cfg.src, cfg.tgt, download=not cfg.no_download, wait=proc.local_rank != 0)
     cfg.src, cfg.tgt = corpus.src, corpus.tgt
     if inherited is not None:
         run_dir = Path(cfg.run_dir)
