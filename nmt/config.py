@@ -19,9 +19,54 @@ from typing import Any
 
 import yaml
 
+from nmt.model import ARCHS
+
 
 def _opt(default: Any, help: str, **extra) -> Any:
     return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The loss, optimiser and schedule of ``nmt.lit.TranslationModule``: a part of TrainConfig (its defaults are
+    TrainConfig's) that the module takes as it is and stores in every checkpoint's hyper-parameters."""
+
+    lr: float = 2e-3
+    warmup: int = 200
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    fused_adam: bool = True  # Adam's single-kernel implementation (nmt.bench --levers measures the other one)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "adam_betas": list(self.adam_betas)}
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How validation and test translate and score during training: greedy output of at most
+    ``max_len_a · source length + max_len_b`` tokens, sacreBLEU with the corpus's tokenization (see
+    nmt.data.catalog: "none" for a corpus distributed tokenized). Stored in checkpoints as "decoding"."""
+
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    bleu_tokenize: str = "13a"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What a training run logs and when it gives up: metrics every ``log_every`` updates, per-layer gradient norms
+    at each of the first ``log_layer_grads`` updates, a divergence stop after ``max_nonfinite`` non-finite updates
+    in a row (0: never); ``echo_training`` prints the training rows too (not only validations)."""
+
+    log_every: int = 50
+    log_layer_grads: int = 0
+    max_nonfinite: int = 5
+    echo_training: bool = True
 
 
 @dataclass
@@ -44,7 +89,7 @@ class TrainConfig:
                              "NMT_NO_DOWNLOAD=1 in the environment does the same")
     # --- model
     arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), small (6+6, d 256), base or big (Vaswani et al.)",
-                     choices=["tiny", "small", "base", "big"])
+                     choices=list(ARCHS))
     layers: int | None = _opt(None, "encoder and decoder layers each (default: the --arch preset's)")
     skip: str = _opt("post_ln", "residual variant: skip, post_ln, pre_ln, xskip, xskip_ln, rskip_ln, "
                      "or package.module:ClassName")
@@ -56,15 +101,16 @@ class TrainConfig:
                      "fairseq (fairseq's: the feed-forward layers and the Q/K/V biases keep PyTorch's default)",
                      choices=["xavier", "fairseq"])
     # --- optimisation
-    lr: float = _opt(2e-3, "peak learning rate, reached at the end of warm-up")
-    warmup: int = _opt(200, "linear warm-up steps; then lr·√(warmup/step) (inverse square root)")
-    adam_betas: list[float] = _opt((0.9, 0.98), "Adam β₁ β₂", nargs=2)
-    adam_eps: float = _opt(1e-9, "Adam ε")
-    weight_decay: float = _opt(0.0, "L2 weight decay (Adam's, not decoupled)")
+    lr: float = _opt(OptimSettings.lr, "peak learning rate, reached at the end of warm-up")
+    warmup: int = _opt(OptimSettings.warmup, "linear warm-up steps; then lr·√(warmup/step) (inverse square root)")
+    adam_betas: list[float] = _opt(OptimSettings.adam_betas, "Adam β₁ β₂", nargs=2)
+    adam_eps: float = _opt(OptimSettings.adam_eps, "Adam ε")
+    weight_decay: float = _opt(OptimSettings.weight_decay, "L2 weight decay (Adam's, not decoupled)")
     clip_norm: float = _opt(0.0, "clip the gradient norm to this value (0: no clipping)")
-    max_nonfinite: int = _opt(5, "an update with a non-finite loss or gradient is skipped; stop the run as diverged "
+    max_nonfinite: int = _opt(MonitorSettings.max_nonfinite, "an update with a non-finite loss or gradient is "
+                              "skipped; stop the run as diverged "
                               "after this many in a row (0: never stop)")
-    label_smoothing: float = _opt(0.1, "label smoothing ε of the cross-entropy loss")
+    label_smoothing: float = _opt(OptimSettings.label_smoothing, "label smoothing ε of the cross-entropy loss")
     max_tokens: int = _opt(4096, "a batch's padded size bound: max(source, target length) × sentences")
     accumulate: int = _opt(1, "gradient accumulation: batches per update")
     update_tokens: int = _opt(0, "target tokens per update (non-padding, summed over all processes): derive "
@@ -78,10 +124,11 @@ class TrainConfig:
                             "beats the best by more than this many BLEU points")
     # --- validation, decoding and logging
     val_every: int = _opt(500, "validate (loss and greedy BLEU) every N updates (0: once per epoch)")
-    max_len_a: float = _opt(1.2, "decode at most a·source_length + b tokens: a")
-    max_len_b: int = _opt(10, "decode at most a·source_length + b tokens: b")
-    log_every: int = _opt(50, "log training metrics every N updates")
-    log_layer_grads: int = _opt(0, "log the gradient norm of every encoder and decoder layer (metrics.csv columns "
+    max_len_a: float = _opt(ValidationSettings.max_len_a, "decode at most a·source_length + b tokens: a")
+    max_len_b: int = _opt(ValidationSettings.max_len_b, "decode at most a·source_length + b tokens: b")
+    log_every: int = _opt(MonitorSettings.log_every, "log training metrics every N updates")
+    log_layer_grads: int = _opt(MonitorSettings.log_layer_grads, "log the gradient norm of every encoder and "
+                                "decoder layer (metrics.csv columns "
                                 "grad_norm/encoder.I, grad_norm/decoder.I) at each of the first N updates (0: never)")
     save_every: int = _opt(0, "every N updates write last.ckpt and a step-<N>.ckpt (0: last.ckpt at each validation "
                            "and epoch end only)")
@@ -104,6 +151,17 @@ class TrainConfig:
                     decoder_layers=self.layers, attention_dropout=self.attention_dropout,
                     activation_dropout=self.activation_dropout, init=self.init)
 
+    def optim_settings(self) -> OptimSettings:
+        return OptimSettings(lr=self.lr, warmup=self.warmup, adam_betas=tuple(self.adam_betas), adam_eps=self.adam_eps,
+                             weight_decay=self.weight_decay, label_smoothing=self.label_smoothing)
+
+    def validation_settings(self, bleu_tokenize: str = "13a") -> ValidationSettings:
+        return ValidationSettings(max_len_a=self.max_len_a, max_len_b=self.max_len_b, bleu_tokenize=bleu_tokenize)
+
+    def monitor_settings(self, echo_training: bool = True) -> MonitorSettings:
+        return MonitorSettings(log_every=self.log_every, log_layer_grads=self.log_layer_grads,
+                               max_nonfinite=self.max_nonfinite, echo_training=echo_training)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["adam_betas"] = list(d["adam_betas"])
@@ -115,6 +173,19 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers",
              "max_nonfinite", "log_layer_grads", "patience", "min_delta", "no_download"}
 """Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
+
+
+def resolve_precision(precision: str | None, on_gpu: bool) -> str:
+    """The Trainer's precision: the one asked for ("32" is "32-true"); by default ``bf16-mixed`` on a GPU that
+    supports it and ``32-true`` otherwise (bf16 autocast made a small Transformer 4.5× slower on our CPU)."""
+    if precision is not None:
+        return "32-true" if precision == "32" else precision
+    if on_gpu:
+        import torch
+
+        if torch.cuda.is_bf16_supported():
+            return "bf16-mixed"
+    return "32-true"
 
 
 class ConfigError(Exception):

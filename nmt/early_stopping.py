@@ -42,9 +42,9 @@ class EarlyStopping(L.Callback):
             self.stopped_at = self.stopped_at if self.stopped_at is not None else trainer.global_step
             trainer.should_stop = True
             if self.echo is not None:
-                self.echo(f"--patience {self.patience} was already exhausted at update {self.stopped_at} (best validation "
-                          f"BLEU {self.best:.2f} at update {self.best_step}): not training further; raise --patience "
-                          "to continue")
+                self.echo(f"--patience {self.patience} was already exhausted at update {self.stopped_at} (best "
+                          f"validation BLEU {self.best:.2f} at update {self.best_step}): not training further; raise "
+                          "--patience to continue")
         else:
             self.stopped_at = None
 

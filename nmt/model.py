@@ -69,13 +69,13 @@ class ModelConfig:
 
 
 ARCHS: dict[str, dict] = {
+    # For tests and smoke runs.
+    "tiny": dict(d_model=64, d_ff=256, n_heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
+    # The paper's depth (the variants differ with depth) at a width a CPU can train.
+    "small": dict(d_model=256, d_ff=1024, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
     # Vaswani et al. 2017, Table 3: "base" and "big".
     "base": dict(d_model=512, d_ff=2048, n_heads=8, encoder_layers=6, decoder_layers=6, dropout=0.1),
     "big": dict(d_model=1024, d_ff=4096, n_heads=16, encoder_layers=6, decoder_layers=6, dropout=0.3),
-    # The paper's depth (the variants differ with depth) at a width a CPU can train.
-    "small": dict(d_model=256, d_ff=1024, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
-    # For tests and smoke runs.
-    "tiny": dict(d_model=64, d_ff=256, n_heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
 }
 """Named size presets (``--arch``)."""
 
