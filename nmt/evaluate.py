@@ -3,7 +3,7 @@
 For every run directory: load its best checkpoint (or the average of its last N periodic checkpoints),
 translate the split with beam search, and score it with sacreBLEU (13a, cased, detokenized output
 against the raw references) and chrF++, keeping their signatures, plus the extra scores of the corpus's
-evaluation protocol (``nmt.data.catalog.Protocol``): for WMT'14 EN-DE, and any corpus into German, the
+evaluation protocol (``nmt.data.protocol.Protocol``): for WMT'14 EN-DE, and any corpus into German, the
 literature's tokenized BLEU with compound splitting (what Vaswani et al.'s 27.3/28.4 are); for IWSLT'15
 EN-VI, distributed tokenized, the BLEU of its own tokens. ``--tokenized`` forces the latter protocol on
 any corpus. The protocol is stated with the scores. Hypotheses are written next to the scores.
@@ -58,7 +58,7 @@ class RunScore:
     chrf_signature: str
     extra: dict = field(default_factory=dict)  # protocol-specific scores (e.g. compound-split BLEU)
     comparable: str = ""  # key of the set of runs this one may be compared with
-    protocol: dict = field(default_factory=dict)  # the scoring protocol (nmt.data.catalog.Protocol.to_dict())
+    protocol: dict = field(default_factory=dict)  # the scoring protocol (nmt.data.protocol.Protocol.to_dict())
     hypotheses: list[str] = field(default_factory=list, repr=False)
     references: list[str] = field(default_factory=list, repr=False)
     diverged_at_step: int | None = None  # the update where the divergence began, when known
@@ -111,7 +111,7 @@ def _diverged(run: Path) -> tuple[bool, int | None]:
 
 def scoring_protocol(corpus, tokenized: bool = False):
     """The protocol a corpus is scored with; ``tokenized`` (``--tokenized``) forces BLEU on its own tokens."""
-    from nmt.data.catalog import Protocol
+    from nmt.data.protocol import Protocol
 
     if tokenized:
         return Protocol(corpus.protocol.test_set, bleu_tokenize="none", extra=("tokenized_bleu",))
@@ -132,7 +132,8 @@ def extra_scores(protocol, hyps: list[str], refs: list[str], tgt: str) -> dict:
 def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
     """Translate and score one run; raises SkipRun when it cannot be evaluated."""
     from nmt.average import average_checkpoints, last_checkpoints
-    from nmt.data.corpus import DataError, resolve_corpus
+    from nmt.data.catalog import resolve_corpus
+    from nmt.data.corpus import DataError
     from nmt.metrics import chrf_pp_score, sacrebleu_score
     from nmt.translate import CheckpointError, Translator, find_checkpoint, load_checkpoint
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from nmt.data.batching import TokenBatchSampler, length_batches
-from nmt.data.corpus import Corpus, DataError, iter_line_chunks, read_lines, resolve_corpus
+from nmt.data.catalog import resolve_corpus
+from nmt.data.corpus import Corpus, DataError, iter_line_chunks, read_lines
 from nmt.data.datamodule import EncodedPairs, TranslationData, collate
 from nmt.data.encoded import EncodedSide, encode_file, load_or_encode
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, spm_settings, train_or_load
