@@ -14,16 +14,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "nmt"
 
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # Being removed under issue #17 item 4 by another change; delete the entry when that change is merged.
-    frozenset({"nmt.report", "nmt.sweep"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 """Cycles that exist today and are being removed elsewhere (each as the set of its modules). Only shrinks."""
 
-KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = {
-    # Being removed under issue #17 item 4 by another change; delete the entry when that change is merged.
-    ("nmt.report", "nmt.evaluate._read_yaml"),
-}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 """(importing module, private name it uses) that exist today and are being removed elsewhere. Only shrinks."""
 
 
