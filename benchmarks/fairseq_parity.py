@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's nmt, whatever the venv has installed (also in the processes it starts)
 OURS = {"xavier": "xavier", "fairseq-init": "fairseq"}  # system name → train.py --init
 SPLITS = ("valid", "test")
 
@@ -50,17 +51,22 @@ def run_one(args, system: str, seed: int) -> dict:
            "PYTHONPATH": str(ROOT)}  # this checkout's nmt, whatever the venv has installed
     log = open(folder / "train.log", "a")
     if system == "fairseq":
+        trained = (folder / "checkpoints" / "checkpoint_last.pt").is_file() and "done training" in (
+            (folder / "train.log").read_text(errors="replace") if (folder / "train.log").is_file() else "")
+        env.update(GENERATE_ONLY="1" if trained else "0")  # a finished training is not repeated
         env.update(BLEU="1", SEED=str(seed), LAYERS=str(args.layers), WORK=str(folder.resolve()), THREADS=str(args.threads),
                    MAX_TOKENS=str(args.fairseq_max_tokens), SUBSETS=" ".join(SPLITS), NMT_PYTHON=sys.executable,
                    DATA=str(Path(args.data).resolve()))
         command = ["bash", str(ROOT / "benchmarks" / "fairseq_reference.sh"), str(args.updates)]
     else:
         command = ours_command(args, OURS[system], seed, folder / "run")
-    proc = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise RuntimeError(f"{system} seed {seed} failed (status {proc.returncode}); see {folder / 'train.log'}")
-    if system != "fairseq":
-        translate_splits(args, folder, env)
+    translated = all((folder / f"{split}{suffix}").is_file() for split in SPLITS for suffix in (".hyp", ".ours.hyp"))
+    if system == "fairseq" or not translated:
+        proc = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode:
+            raise RuntimeError(f"{system} seed {seed} failed (status {proc.returncode}); see {folder / 'train.log'}")
+        if system != "fairseq":
+            translate_splits(args, folder, env)
     scores = {"system": system, "seed": seed, **{split: score(args, folder / f"{split}.hyp", split) for split in SPLITS}}
     if system != "fairseq":  # the same weights under our own output length limit
         scores["own_limit"] = {split: score(args, folder / f"{split}.ours.hyp", split) for split in SPLITS}

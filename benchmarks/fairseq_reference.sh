@@ -9,7 +9,7 @@
 # Environment (defaults in brackets): NMT_PYTHON [python of the project's venv: /work/venv/bin/python],
 # FAIRSEQ_VENV [/work/fairseq-venv], DATA [../shared/data/multi30k-en-de], VOCAB [8000], MAX_TOKENS [4096],
 # LAYERS [3], WORK [/tmp/fairseq-bench], THREADS [all cores], SEED [1], BLEU [0], SUBSETS [test] (with BLEU=1: the
-# splits to translate, e.g. "valid test").
+# splits to translate, e.g. "valid test"), GENERATE_ONLY [0] (1: translate with WORK's trained checkpoint, no training).
 #
 # 1. Encodes every split to SentencePiece pieces with the SAME model nmt.bench / train.py train on DATA
 #    (joint unigram, VOCAB, from the project's cache), and writes its vocabulary as fairseq's dictionary.
@@ -36,11 +36,13 @@ THREADS=${THREADS:-$(nproc)}
 BLEU=${BLEU:-0}
 SEED=${SEED:-1}
 SUBSETS=${SUBSETS:-test}
+GENERATE_ONLY=${GENERATE_ONLY:-0}
 SAVE=(--no-save)
 if [ "$BLEU" = 1 ]; then SAVE=(--no-epoch-checkpoints); fi
 export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 OMP_NUM_THREADS=$THREADS
 mkdir -p "$WORK/spm" "$WORK/bin"
 
+if [ "$GENERATE_ONLY" != 1 ]; then
 # 1. SentencePiece pieces and dictionary, from the project's tokenizer
 (cd "$ROOT" && "$NMT_PYTHON" - "$DATA" "$VOCAB" "$WORK" <<'EOF'
 import sys
@@ -97,11 +99,15 @@ else:
     print("fairseq: no wps in the log (too few updates for --log-interval 10?)")
 EOF
 
+fi  # GENERATE_ONLY
+
 # 4. BLEU of the last checkpoint (BLEU=1)
 if [ "$BLEU" != 1 ]; then exit 0; fi
+read -r SRC TGT < "$WORK/langs"
 for SUBSET in $SUBSETS; do
 "$FAIRSEQ_VENV/bin/fairseq-generate" "$WORK/bin" --cpu --path "$WORK/checkpoints/checkpoint_last.pt" \
-  --gen-subset "$SUBSET" --beam 5 --lenpen 1 --batch-size 128 --num-workers 0 > "$WORK/generate-$SUBSET.log"
+  --gen-subset "$SUBSET" --beam 5 --lenpen 1 --batch-size 128 --num-workers 0 --required-batch-size-multiple 1 \
+  > "$WORK/generate-$SUBSET.log"  # (with fairseq's default multiple of 8 the last n mod 8 sentences are dropped)
 (cd "$ROOT" && "$NMT_PYTHON" - "$DATA" "$VOCAB" "$WORK" "$SUBSET" <<'EOF'
 import sys
 from pathlib import Path
