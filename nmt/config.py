@@ -15,13 +15,22 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 
-def _opt(default: Any, help: str, **extra) -> Any:
+def _opt(default: Any, help: str | Callable[[], str], **extra) -> Any:
+    """A field with its flag's help text (or a function that writes it when the parser is built)."""
     return field(default=default, metadata={"help": help, **extra})
+
+
+def _residual():
+    """nmt.residual, imported when the help text is written (it imports torch): the variants' registry."""
+    import nmt.residual
+
+    return nmt.residual
 
 
 @dataclass
@@ -43,9 +52,8 @@ class TrainConfig:
     arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), small (6+6, d 256), base or big (Vaswani et al.)",
                      choices=["tiny", "small", "base", "big"])
     layers: int | None = _opt(None, "encoder and decoder layers each (default: the --arch preset's)")
-    skip: str = _opt("post_ln", "residual variant: skip, post_ln, pre_ln, xskip, xskip_ln, rskip_ln, "
-                     "or package.module:ClassName")
-    lam: float = _opt(1.0, "λ of the residual variant (xskip, xskip_ln: > 0; rskip_ln: integer ≥ 1)", flag="--lambda")
+    skip: str = _opt("post_ln", lambda: _residual().describe_variants())
+    lam: float = _opt(1.0, lambda: _residual().describe_lambdas(), flag="--lambda")
     dropout: float | None = _opt(None, "residual and embedding dropout (default: the preset's)")
     attention_dropout: float = _opt(0.0, "dropout on attention weights")
     activation_dropout: float = _opt(0.0, "dropout after the feed-forward ReLU")
@@ -143,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         extra = {k: v for k, v in f.metadata.items() if k in ("choices", "nargs")}
         default = f.default
+        help_text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
         parser.add_argument(
-            flag_name(f.name), dest=f.name, type=_scalar_type(f), help=f"{f.metadata['help']} (default: {default})",
+            flag_name(f.name), dest=f.name, type=_scalar_type(f), help=f"{help_text} (default: {default})",
             **extra,
         )
     return parser

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-BASELINE = "post_ln"
+from nmt.residual import BASELINE, variant_order
 
 
 @dataclass
@@ -217,7 +217,7 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
         groups.setdefault((s.skip, s.lam), []).append(s)
     baseline = {s.seed: s for s in groups.get((BASELINE, 1.0), []) if not s.diverged}
     rows = []
-    for (skip, lam), runs in sorted(groups.items(), key=lambda kv: (kv[0][0] != BASELINE, kv[0])):
+    for (skip, lam), runs in sorted(groups.items(), key=lambda kv: variant_order(*kv[0])):
         ok = [r for r in runs if not r.diverged]
         bleu_mean, bleu_std = _mean_std([r.bleu for r in ok])
         chrf_mean, _ = _mean_std([r.chrf for r in ok])

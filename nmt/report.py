@@ -33,6 +33,7 @@ from pathlib import Path
 
 from nmt import claims, evaluate
 from nmt.evaluate import BASELINE, RunScore, SkipRun
+from nmt.residual import identities, variant_order
 
 # two-sided 5% and one-sided 20% (power 0.8) quantiles of Student's t, by degrees of freedom
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -171,14 +172,19 @@ def _configured_runs(out: Path) -> dict[Path, dict]:
     return {run: evaluate._read_yaml(run / "config.yaml") for run in runs}
 
 
-def _variant_order(label: str) -> tuple[bool, str]:
-    """post_ln first, then the other variants by name."""
-    return (not label.startswith(BASELINE), label)
+def _cell(cfg: dict) -> tuple[str, float]:
+    """A run's (variant, λ)."""
+    return str(cfg.get("skip", "?")), float(cfg.get("lam", 1.0))
 
 
-def _label(cfg: dict) -> str:
-    lam = float(cfg.get("lam", 1.0))
-    return f"{cfg.get('skip', '?')}" + (f" λ={lam:g}" if lam != 1 else "")
+def _ordered(cells) -> list[tuple[str, float]]:
+    """(variant, λ) cells in the order of the tables: the baseline first, then the registry's order, then λ."""
+    return sorted(set(cells), key=lambda cell: variant_order(*cell))
+
+
+def _label(cfg: dict | tuple[str, float]) -> str:
+    skip, lam = _cell(cfg) if isinstance(cfg, dict) else cfg
+    return skip + (f" λ={lam:g}" if lam != 1 else "")
 
 
 def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
@@ -192,7 +198,7 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
         return []
     cfgs = _configured_runs(out)
     runs = list(cfgs)
-    labels = sorted({_label(c) for c in cfgs.values()}, key=_variant_order)
+    labels = [_label(cell) for cell in _ordered(_cell(c) for c in cfgs.values())]
     colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
     written = []
 
@@ -235,7 +241,7 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
     grads = {run: _metrics(run) for run in runs}
     grads = {run: m for run, m in grads.items() if m and any(k.startswith("grad_norm/") for k in m[0])}
     if grads:
-        variants = sorted({_label(cfgs[r]) for r in grads}, key=_variant_order)
+        variants = [_label(cell) for cell in _ordered(_cell(cfgs[r]) for r in grads)]
         seeds = sorted({int(cfgs[r].get("seed", 0)) for r in grads})
         fig, axes = plt.subplots(len(variants), len(seeds), figsize=(4.5 * len(seeds), 3 * len(variants)),
                                  squeeze=False, sharex=True)
@@ -294,12 +300,12 @@ def gradient_flow(out: Path) -> list[dict]:
                 if bottom > 0 and top > 0 and math.isfinite(bottom) and math.isfinite(top):
                     logs[side].append(math.log(bottom / top))
         if logs["encoder"] and logs["decoder"]:
-            per_variant.setdefault(_label(cfg), []).append(
+            per_variant.setdefault(_cell(cfg), []).append(
                 (statistics.fmean(logs["encoder"]), statistics.fmean(logs["decoder"]), len(m)))
     rows = []
-    for label in sorted(per_variant, key=_variant_order):
-        runs_ = per_variant[label]
-        rows.append({"variant": label, "seeds": len(runs_), "updates": min(u for _, _, u in runs_),
+    for cell in _ordered(per_variant):
+        runs_ = per_variant[cell]
+        rows.append({"variant": _label(cell), "seeds": len(runs_), "updates": min(u for _, _, u in runs_),
                      "encoder_bottom_over_top": math.exp(statistics.fmean(e for e, _, _ in runs_)),
                      "decoder_bottom_over_top": math.exp(statistics.fmean(d for _, d, _ in runs_))})
     return rows
@@ -423,7 +429,8 @@ def _readme(out: Path, args, markdown: list[str], pictures: list[str], scores, u
         f"{settings.get('max_steps') or 'the preset’s'}. Every run has the same data, preset, flags and number of "
         "updates; only `--skip`, `--lambda` and `--seed` differ.",
         *[f"- Invocation {i + 1}: `python -m nmt.sweep {' '.join(inv.get('argv', []))}`" for i, inv in enumerate(invocations)],
-        "- Identical models ran once under the canonical name (xskip λ=1 = skip; xskip_ln λ=1 = rskip_ln λ=1 = post_ln).",
+        "- Identical models ran once under the canonical name ("
+        + "; ".join(f"{name} λ={lam:g} = {other}" for name, lam, other in identities()) + ").",
         config_text,
         "## Hardware and wall time",
         "",
