@@ -273,7 +273,6 @@ def bench_ours(mcfg, batches, warmup, device, precision, fused_adam: bool = True
 
 def bench_reference(mcfg, batches, warmup, device, precision) -> TrainResult:
     from nmt.bench_reference import ReferenceTransformer, reference_step_fn
-
     from nmt.residual import ends_with_norm
 
     torch.manual_seed(1)
@@ -451,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="../shared/data/multi30k-en-de", help="training corpus folder (or a name --data accepts)")
     p.add_argument("--src"), p.add_argument("--tgt")
-    p.add_argument("--arch", default="small", choices=["tiny", "small", "base", "big"])
+    p.add_argument("--arch", default="small", choices=["tiny", "narrow", "small", "base", "big"])
     p.add_argument("--layers", type=int, default=None,
                    help="encoder and decoder layers each (default: the --arch's; 3 for the fairseq comparison)")
     p.add_argument("--skip", default="post_ln", help="residual variant")

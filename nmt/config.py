@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -49,8 +49,8 @@ class TrainConfig:
     max_len_ratio: float = _opt(3.0, "training pairs whose longer side has more than this many times the tokens of "
                                 "the shorter (each counted with its EOS) are dropped (0: no ratio filter)")
     # --- model
-    arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), small (6+6, d 256), base or big (Vaswani et al.)",
-                     choices=["tiny", "small", "base", "big"])
+    arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), narrow (6+6, d 128), small (6+6, d 256), base or "
+                     "big (Vaswani et al.)", choices=["tiny", "narrow", "small", "base", "big"])
     layers: int | None = _opt(None, "encoder and decoder layers each (default: the --arch preset's)")
     skip: str = _opt("post_ln", lambda: _residual().describe_variants())
     lam: float = _opt(1.0, lambda: _residual().describe_lambdas(), flag="--lambda")

@@ -182,7 +182,7 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
         lam=float(cfg.get("lam", 1.0)),
         seed=int(cfg.get("seed", 0)),
         arch=cfg.get("arch", "?"),
-        parameters=sum(v.numel() for v in translator.model.state_dict().values()),
+        parameters=translator.model.num_parameters(),  # parameters only, not buffers (Admin's init flag)
         updates=int(ckpt.get("global_step", 0)),
         tokens_seen=int(ckpt.get("tokens_seen", 0)),
         wall_time_s=results.get("wall_time_s"),

@@ -37,7 +37,6 @@ from torch import Tensor, nn
 
 from nmt.residual import Place, State, build_residual, build_stack_ends, residual_class
 
-
 INITS = ("xavier", "fairseq")
 """Initialisation schemes of the linear layers (``--init``); see ``Transformer.reset_parameters``."""
 
@@ -75,6 +74,8 @@ ARCHS: dict[str, dict] = {
     "big": dict(d_model=1024, d_ff=4096, n_heads=16, encoder_layers=6, decoder_layers=6, dropout=0.3),
     # The paper's depth (the variants differ with depth) at a width a CPU can train.
     "small": dict(d_model=256, d_ff=1024, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
+    # The paper's depth at half the width of "small": for deep-stack studies on a CPU (with --layers 18, say).
+    "narrow": dict(d_model=128, d_ff=512, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
     # For tests and smoke runs.
     "tiny": dict(d_model=64, d_ff=256, n_heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
 }

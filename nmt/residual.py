@@ -51,13 +51,13 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 Sublayer = Callable[[Tensor], Tensor]
-State = Union[Tensor, tuple[Tensor, ...]]
+State = Tensor | tuple[Tensor, ...]
 """What flows from block to block: the hidden tensor, or a variant's several streams."""
 
 RESIDUALS: dict[str, type[nn.Module]] = {}

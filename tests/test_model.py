@@ -82,6 +82,19 @@ def test_final_norm_only_for_pre_norm_blocks():
         assert final_norms(model.encoder) == final_norms(model.decoder) == []
 
 
+def test_checkpoints_from_before_the_stack_ends_module_still_load():
+    """A pre-norm model's final LayerNorms were saved as ``encoder.final_norm.*``; they are ``encoder.ends.norm.*`` now."""
+    pre = tiny("pre_ln")
+    old = {k.replace("ends.norm", "final_norm"): v for k, v in pre.state_dict().items()}
+    assert "encoder.final_norm.weight" in old and "decoder.final_norm.bias" in old
+    with torch.no_grad():
+        old["encoder.final_norm.weight"] = torch.full_like(old["encoder.final_norm.weight"], 2.0)
+    loaded = tiny("pre_ln")
+    loaded.load_state_dict(old)
+    assert loaded.encoder.ends.norm.weight.eq(2.0).all()
+    assert torch.equal(loaded.decoder.ends.norm.bias, pre.decoder.ends.norm.bias)
+
+
 def test_same_initialisation_for_every_variant():
     """Weights that all variants share are initialised identically from the same seed."""
     a, b = tiny("post_ln").state_dict(), tiny("rskip_ln", 3).state_dict()

@@ -9,12 +9,19 @@ import pytest
 import torch
 from conftest import metrics
 from test_data import write_corpus
-from test_residual import D, Affine, layer_norm, randomize_norms
+from test_residual import Affine, D, layer_norm, randomize_norms
 from torch import nn
 
 from nmt.model import Transformer, model_config
 from nmt.residual import (
-    RESIDUALS, BadLambda, Place, UnknownVariant, build_residual, build_stack_ends, check_lambda, residual_class,
+    RESIDUALS,
+    BadLambda,
+    Place,
+    UnknownVariant,
+    build_residual,
+    build_stack_ends,
+    check_lambda,
+    residual_class,
     same_model,
 )
 from nmt.train import main
