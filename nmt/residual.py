@@ -594,8 +594,9 @@ class Highway(ResidualBlock):
 
     def __init__(self, d_model: int, lam: float = 1.0, dropout: float = 0.0, place: Place | None = None):
         super().__init__(d_model, lam, dropout, place)
-        self.gate = nn.Linear(d_model, d_model)
-        nn.init.xavier_uniform_(self.gate.weight)
+        with torch.random.fork_rng(devices=[]):  # its draws leave the model's RNG stream as every other variant has it
+            self.gate = nn.Linear(d_model, d_model)
+            nn.init.xavier_uniform_(self.gate.weight)
         nn.init.constant_(self.gate.bias, -2.0)
 
     def forward(self, x: Tensor, sublayer: Sublayer) -> Tensor:

@@ -13,6 +13,10 @@ from nmt.residual import RESIDUALS
 V, PAD, BOS, EOS = 40, 0, 2, 3
 
 
+EVERY_VARIANT = [(name, {"one": 1, "positive": 0.5, "integer": 2}[cls.lambda_rule]) for name, cls in RESIDUALS.items()]
+"""Every registered variant with a λ it takes."""
+
+
 def tiny(skip="post_ln", lam=1.0, **kw):
     torch.manual_seed(0)
     return Transformer(model_config("tiny", V, skip=skip, lam=lam, dropout=0.0, **kw)).eval()
@@ -95,13 +99,15 @@ def test_checkpoints_from_before_the_stack_ends_module_still_load():
     assert torch.equal(loaded.decoder.ends.norm.bias, pre.decoder.ends.norm.bias)
 
 
-def test_same_initialisation_for_every_variant():
-    """Weights that all variants share are initialised identically from the same seed."""
-    a, b = tiny("post_ln").state_dict(), tiny("rskip_ln", 3).state_dict()
-    shared = [k for k in a if k in b and "residual" not in k]
+@pytest.mark.parametrize("skip,lam", [(s, lam) for s, lam in EVERY_VARIANT if s != "deepnorm"] + [("rskip_ln", 3)])
+def test_same_initialisation_for_every_variant(skip, lam):
+    """Weights that all variants share are initialised identically from the same seed (DeepNorm's are scaled by its
+    β on purpose: tests/test_variants.py)."""
+    a, b = tiny("post_ln").state_dict(), tiny(skip, lam).state_dict()
+    shared = [k for k in a if k in b and "residual" not in k and "ends" not in k]
     assert len(shared) > 20
     for k in shared:
-        torch.testing.assert_close(a[k], b[k])
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
 def test_presets_match_the_paper():
@@ -110,9 +116,6 @@ def test_presets_match_the_paper():
     assert ARCHS["small"]["encoder_layers"] == ARCHS["small"]["decoder_layers"] == 6
     with pytest.raises(ValueError, match="unknown --arch"):
         model_config("huge", V)
-
-
-EVERY_VARIANT = [(name, {"one": 1, "positive": 0.5, "integer": 2}[cls.lambda_rule]) for name, cls in RESIDUALS.items()]
 
 
 def trained_like(skip, lam):
