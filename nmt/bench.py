@@ -40,6 +40,10 @@ from pathlib import Path
 
 import torch
 
+from nmt.config import resolve_precision
+from nmt.model import ARCHS
+from nmt.progress import quiet_lightning
+
 # Dense bf16 peak of known accelerators (TFLOP/s, without sparsity), matched against the device name.
 PEAK_TFLOPS: dict[str, float] = {"H100 SXM": 989.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -147,7 +151,8 @@ def load_tokenizer(corpus, vocab_size: int, log=lambda m: None):
 
     files = [corpus.file("train", corpus.src), corpus.file("train", corpus.tgt)]
     hashes = corpus.hashes()
-    spm = train_or_load(files, [hashes[str(f)] for f in files], data_root() / "cache", spm_settings(vocab_size, "unigram", 2_000_000, 1), log)
+    settings = spm_settings(vocab_size, "unigram", 2_000_000, 1)
+    spm = train_or_load(files, [hashes[str(f)] for f in files], data_root() / "cache", settings, log)
     return Tokenizer(spm)
 
 
@@ -191,14 +196,16 @@ class TrainResult:
         d = {"name": self.name, "steps": self.steps, "tgt_tokens": self.tokens, "seconds": self.seconds,
              "tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else float("nan"),
              "s_per_step": self.seconds / self.steps if self.steps else float("nan"),
-             "peak_memory_mb": self.peak_mb, "model_tflops_per_s": self.flops / self.seconds / 1e12 if self.seconds > 0 else float("nan"),
+             "peak_memory_mb": self.peak_mb,
+             "model_tflops_per_s": self.flops / self.seconds / 1e12 if self.seconds > 0 else float("nan"),
              "last_loss": self.loss}
         d["mfu"] = d["model_tflops_per_s"] / peak if peak else None
         return d
 
 
 def time_steps(step, batches: list[dict], warmup: int, device: torch.device, name: str, cfg) -> TrainResult:
-    """Run ``step(batch)`` on every batch; time the ones after the first ``warmup`` (batches moved to the device first)."""
+    """Run ``step(batch)`` on every batch; time the ones after the first ``warmup`` (batches moved to the device
+    first)."""
     batches = [_to(b, device) for b in batches]
     reset_peak_memory(device)
     loss = torch.tensor(float("nan"))
@@ -218,27 +225,25 @@ def time_steps(step, batches: list[dict], warmup: int, device: torch.device, nam
 def _flops(cfg, batches: list[dict]) -> float:
     from nmt.data.tokenizer import PAD_ID
 
-    return sum(model_flops(cfg, (b["src"] != PAD_ID).sum(1).cpu(), (b["tgt_out"] != PAD_ID).sum(1).cpu()) for b in batches)
-
-
-def optim_settings(lr: float = 2e-3, warmup: int = 200) -> dict:
-    """train.py's default optimiser settings (``TranslationModule``'s ``optim``)."""
-    return dict(lr=lr, warmup=warmup, adam_betas=[0.9, 0.98], adam_eps=1e-9, weight_decay=0.0, label_smoothing=0.1)
+    return sum(model_flops(cfg, (b["src"] != PAD_ID).sum(1).cpu(), (b["tgt_out"] != PAD_ID).sum(1).cpu())
+               for b in batches)
 
 
 def new_module(mcfg, seed: int = 1, fused_adam: bool = True):
+    """A fresh TranslationModule of ``mcfg`` with train.py's default optimiser settings."""
+    from nmt.config import MonitorSettings, OptimSettings
     from nmt.lit import TranslationModule
 
     torch.manual_seed(seed)
-    return TranslationModule(model=mcfg.to_dict(), optim={**optim_settings(), "fused_adam": fused_adam},
-                             decoding=dict(max_len_a=1.2, max_len_b=10), log_every=10**9)
+    return TranslationModule(mcfg, OptimSettings(fused_adam=fused_adam), monitor=MonitorSettings(log_every=10**9))
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
 
 
-def bench_ours(mcfg, batches, warmup, device, precision, fused_adam: bool = True, compiled: bool = False) -> TrainResult:
+def bench_ours(mcfg, batches, warmup, device, precision, fused_adam: bool = True,
+               compiled: bool = False) -> TrainResult:
     """The project's model and loss in a bare loop, with Adam as TranslationModule.configure_optimizers builds it.
 
     ``fused_adam`` and ``compiled`` are the levers ``--levers`` measures: Adam's fused kernel (train.py's,
@@ -253,7 +258,7 @@ def bench_ours(mcfg, batches, warmup, device, precision, fused_adam: bool = True
     configured = module.configure_optimizers()
     optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     model = torch.compile(module.model, dynamic=True) if compiled else module.model
-    eps = module.optim["label_smoothing"]
+    eps = module.optim.label_smoothing
     dtype = autocast_dtype(precision)
 
     def step(batch: dict) -> torch.Tensor:
@@ -273,15 +278,16 @@ def bench_ours(mcfg, batches, warmup, device, precision, fused_adam: bool = True
 
 def bench_reference(mcfg, batches, warmup, device, precision) -> TrainResult:
     from nmt.bench_reference import ReferenceTransformer, reference_step_fn
+    from nmt.config import OptimSettings
     from nmt.residual import ends_with_norm
 
     torch.manual_seed(1)
     norm_first = ends_with_norm(mcfg.skip)  # a pre-norm variant declares that its stack ends with a LayerNorm
     model = ReferenceTransformer(mcfg.vocab_size, mcfg.d_model, mcfg.n_heads, mcfg.d_ff, mcfg.encoder_layers,
                                  mcfg.decoder_layers, mcfg.dropout, mcfg.pad_id, norm_first=norm_first).to(device).train()
-    o = optim_settings()
-    step = reference_step_fn(model, o["lr"], tuple(o["adam_betas"]), o["adam_eps"], o["label_smoothing"],
-                             autocast_dtype(precision), warmup=o["warmup"])
+    o = OptimSettings()
+    step = reference_step_fn(model, o.lr, o.adam_betas, o.adam_eps, o.label_smoothing, autocast_dtype(precision),
+                             warmup=o.warmup)
     return time_steps(step, batches, warmup, device, "plain nn.Transformer", mcfg)
 
 
@@ -311,9 +317,7 @@ def bench_lightning(mcfg, batches, warmup, device, precision) -> TrainResult:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*validation_step.*no `val_dataloader`.*")
-    from nmt.train import _quiet_lightning
-
-    _quiet_lightning()
+    quiet_lightning()
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
         max_steps=len(batches), max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
@@ -323,7 +327,8 @@ def bench_lightning(mcfg, batches, warmup, device, precision) -> TrainResult:
     reset_peak_memory(device)
     trainer.fit(module, train_dataloaders=loader)
     timed = batches[warmup:]
-    result = TrainResult("ours, Lightning Trainer", len(timed), sum(b["ntokens"] for b in timed), timer.end - timer.start,
+    result = TrainResult("ours, Lightning Trainer", len(timed), sum(b["ntokens"] for b in timed),
+                         timer.end - timer.start,
                          peak_memory_mb(device), _flops(mcfg, timed), timer.loss)
     return result
 
@@ -367,7 +372,8 @@ def bench_training(args, device: torch.device, precision: str, log=None) -> dict
 # ---------------------------------------------------------------------------------------------- decoding
 def decode_translator(decode_data: str, run: str | None, arch: str, vocab_size: int = 8000, skip: str = "post_ln",
                       lam: float = 1.0, device: str = "cpu", layers: int | None = None):
-    """(translator, test source lines, description): a trained run, or an untrained model with output length = source length."""
+    """(translator, test source lines, description): a trained run, or an untrained model with output length =
+    source length."""
     from nmt.data.corpus import read_lines, resolve_corpus
     from nmt.model import Transformer, model_config
     from nmt.translate import Translator
@@ -393,7 +399,8 @@ def time_decode(translator, lines: list[str], beam: int, max_tokens: int = 4096,
     translator.translate(lines, beam=beam, max_tokens=max_tokens, use_cache=cached)
     _sync(device)
     elapsed = time.perf_counter() - start
-    return {"search": "greedy" if beam == 1 else f"beam {beam}", "beam": beam, "cached": cached, "sentences": len(lines),
+    return {"search": "greedy" if beam == 1 else f"beam {beam}", "beam": beam, "cached": cached,
+            "sentences": len(lines),
             "seconds": elapsed, "sentences_per_s": len(lines) / elapsed, "peak_memory_mb": peak_memory_mb(device)}
 
 
@@ -420,8 +427,9 @@ def markdown(result: dict) -> str:
         m = t["model"]
         out.append(
             f"\n### Training: `{result['args']['arch']}` (--skip {m['skip']} --lambda {m['lam']:g}; "
-            f"{m['encoder_layers']}+{m['decoder_layers']} layers, d {m['d_model']}, ff {m['d_ff']}, {m['n_heads']} heads, "
-            f"vocab {m['vocab_size']:,}, {m['parameters']:,} parameters), {t['data']}, --max-tokens {t['max_tokens']:,} "
+            f"{m['encoder_layers']}+{m['decoder_layers']} layers, d {m['d_model']}, ff {m['d_ff']}, "
+            f"{m['n_heads']} heads, vocab {m['vocab_size']:,}, {m['parameters']:,} parameters), {t['data']}, "
+            f"--max-tokens {t['max_tokens']:,} "
             f"({t['tgt_tokens_per_step']:,.0f} non-padding target tokens per step), {t['warmup_steps']} warm-up + "
             f"{t['timed_steps']} timed steps, the same batches for every row\n")
         peak = t["peak_tflops"]
@@ -431,7 +439,8 @@ def markdown(result: dict) -> str:
         out.append("|---|---|---|---|---|---|" + ("---|" if peak else "") + "---|")
         for r in t["rows"]:
             mfu = f" | {100 * r['mfu']:.1f}%" if peak else ""
-            out.append(f"| {r['name']} | {r['tokens_per_s']:,.0f} | {r['s_per_step']:.3f} | {r['ratio_to_plain']:.2f}× | "
+            out.append(f"| {r['name']} | {r['tokens_per_s']:,.0f} | {r['s_per_step']:.3f} | "
+                       f"{r['ratio_to_plain']:.2f}× | "
                        f"{r['peak_memory_mb']:,.0f} | {r['model_tflops_per_s']:.3f}{mfu} | {r['last_loss']:.3f} |")
     d = result.get("decoding")
     if d:
@@ -448,9 +457,10 @@ def markdown(result: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nmt.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="../shared/data/multi30k-en-de", help="training corpus folder (or a name --data accepts)")
+    p.add_argument("--data", default="../shared/data/multi30k-en-de",
+                   help="training corpus folder (or a name --data accepts)")
     p.add_argument("--src"), p.add_argument("--tgt")
-    p.add_argument("--arch", default="small", choices=["tiny", "narrow", "small", "base", "big"])
+    p.add_argument("--arch", default="small", choices=list(ARCHS))
     p.add_argument("--layers", type=int, default=None,
                    help="encoder and decoder layers each (default: the --arch's; 3 for the fairseq comparison)")
     p.add_argument("--skip", default="post_ln", help="residual variant")
@@ -459,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per training batch (train.py's --max-tokens)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CPU, 20 on GPU)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CPU, 50 on GPU)")
-    p.add_argument("--precision", default=None, help="32-true, bf16-mixed or 16-mixed (default: bf16-mixed on GPU, 32-true on CPU)")
+    p.add_argument("--precision", default=None,
+                   help="32-true, bf16-mixed or 16-mixed (default: bf16-mixed on GPU, 32-true on CPU)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     p.add_argument("--no-lightning", action="store_true", help="skip the lightning.Trainer row")
@@ -481,10 +492,11 @@ def run(args, log=None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gpu = device.type == "cuda"
-    precision = args.precision or ("bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true")
+    precision = resolve_precision(args.precision, on_gpu=gpu)
     args.warmup = args.warmup if args.warmup is not None else (20 if gpu else 5)
     args.steps = args.steps if args.steps is not None else (50 if gpu else 20)
-    result = {"hardware": hardware(device, precision), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    result = {"hardware": hardware(device, precision),
+              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     if args.only != "decode":
         result["training"] = bench_training(args, device, precision, log)
     if args.only != "train":

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from nmt.model import ARCHS
+
 
 def _opt(default: Any, help: str | Callable[[], str], **extra) -> Any:
     """A field with its flag's help text (or a function that writes it when the parser is built)."""
@@ -31,6 +33,49 @@ def _residual():
     import nmt.residual
 
     return nmt.residual
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The loss, optimiser and schedule of ``nmt.lit.TranslationModule``: a part of TrainConfig (its defaults are
+    TrainConfig's) that the module takes as it is and stores in every checkpoint's hyper-parameters."""
+
+    lr: float = 2e-3
+    warmup: int = 200
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    fused_adam: bool = True  # Adam's single-kernel implementation (nmt.bench --levers measures the other one)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "adam_betas": list(self.adam_betas)}
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How validation and test translate and score during training: greedy output of at most
+    ``max_len_a · source length + max_len_b`` tokens, sacreBLEU with the corpus's tokenization (see
+    nmt.data.catalog: "none" for a corpus distributed tokenized). Stored in checkpoints as "decoding"."""
+
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    bleu_tokenize: str = "13a"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What a training run logs and when it gives up: metrics every ``log_every`` updates, per-layer gradient norms
+    at each of the first ``log_layer_grads`` updates, a divergence stop after ``max_nonfinite`` non-finite updates
+    in a row (0: never); ``echo_training`` prints the training rows too (not only validations)."""
+
+    log_every: int = 50
+    log_layer_grads: int = 0
+    max_nonfinite: int = 5
+    echo_training: bool = True
 
 
 @dataclass
@@ -48,9 +93,12 @@ class TrainConfig:
     max_len: int = _opt(256, "training pairs longer than this many tokens (either side) are dropped")
     max_len_ratio: float = _opt(3.0, "training pairs whose longer side has more than this many times the tokens of "
                                 "the shorter (each counted with its EOS) are dropped (0: no ratio filter)")
+    no_download: bool = _opt(False, "never download a named dataset missing from data/ (IWSLT'15 from Stanford, WMT'14 "
+                             "from the Hugging Face hub; its local cache and $NMT_HF_MIRROR are still used); "
+                             "NMT_NO_DOWNLOAD=1 in the environment does the same")
     # --- model
     arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), narrow (6+6, d 128), small (6+6, d 256), base or "
-                     "big (Vaswani et al.)", choices=["tiny", "narrow", "small", "base", "big"])
+                     "big (Vaswani et al.)", choices=list(ARCHS))
     layers: int | None = _opt(None, "encoder and decoder layers each (default: the --arch preset's)")
     skip: str = _opt("post_ln", lambda: _residual().describe_variants())
     lam: float = _opt(1.0, lambda: _residual().describe_lambdas(), flag="--lambda")
@@ -61,15 +109,16 @@ class TrainConfig:
                      "fairseq (fairseq's: the feed-forward layers and the Q/K/V biases keep PyTorch's default)",
                      choices=["xavier", "fairseq"])
     # --- optimisation
-    lr: float = _opt(2e-3, "peak learning rate, reached at the end of warm-up")
-    warmup: int = _opt(200, "linear warm-up steps; then lr·√(warmup/step) (inverse square root)")
-    adam_betas: list[float] = _opt((0.9, 0.98), "Adam β₁ β₂", nargs=2)
-    adam_eps: float = _opt(1e-9, "Adam ε")
-    weight_decay: float = _opt(0.0, "L2 weight decay (Adam's, not decoupled)")
+    lr: float = _opt(OptimSettings.lr, "peak learning rate, reached at the end of warm-up")
+    warmup: int = _opt(OptimSettings.warmup, "linear warm-up steps; then lr·√(warmup/step) (inverse square root)")
+    adam_betas: list[float] = _opt(OptimSettings.adam_betas, "Adam β₁ β₂", nargs=2)
+    adam_eps: float = _opt(OptimSettings.adam_eps, "Adam ε")
+    weight_decay: float = _opt(OptimSettings.weight_decay, "L2 weight decay (Adam's, not decoupled)")
     clip_norm: float = _opt(0.0, "clip the gradient norm to this value (0: no clipping)")
-    max_nonfinite: int = _opt(5, "an update with a non-finite loss or gradient is skipped; stop the run as diverged "
+    max_nonfinite: int = _opt(MonitorSettings.max_nonfinite, "an update with a non-finite loss or gradient is "
+                              "skipped; stop the run as diverged "
                               "after this many in a row (0: never stop)")
-    label_smoothing: float = _opt(0.1, "label smoothing ε of the cross-entropy loss")
+    label_smoothing: float = _opt(OptimSettings.label_smoothing, "label smoothing ε of the cross-entropy loss")
     max_tokens: int = _opt(4096, "a batch's padded size bound: max(source, target length) × sentences")
     accumulate: int = _opt(1, "gradient accumulation: batches per update")
     update_tokens: int = _opt(0, "target tokens per update (non-padding, summed over all processes): derive "
@@ -77,12 +126,17 @@ class TrainConfig:
                               "(0: use --accumulate)")
     max_steps: int = _opt(1000, "stop after this many updates (-1: no limit)")
     max_epochs: int | None = _opt(None, "stop after this many epochs (default: no limit)")
+    patience: int = _opt(0, "early stopping: stop after N validations in a row without a new best validation BLEU "
+                         "(fairseq's --patience; 0: never)")
+    min_delta: float = _opt(0.0, "early stopping: a validation BLEU counts as a new best for --patience only if it "
+                            "beats the best by more than this many BLEU points")
     # --- validation, decoding and logging
     val_every: int = _opt(500, "validate (loss and greedy BLEU) every N updates (0: once per epoch)")
-    max_len_a: float = _opt(1.2, "decode at most a·source_length + b tokens: a")
-    max_len_b: int = _opt(10, "decode at most a·source_length + b tokens: b")
-    log_every: int = _opt(50, "log training metrics every N updates")
-    log_layer_grads: int = _opt(0, "log the gradient norm of every encoder and decoder layer (metrics.csv columns "
+    max_len_a: float = _opt(ValidationSettings.max_len_a, "decode at most a·source_length + b tokens: a")
+    max_len_b: int = _opt(ValidationSettings.max_len_b, "decode at most a·source_length + b tokens: b")
+    log_every: int = _opt(MonitorSettings.log_every, "log training metrics every N updates")
+    log_layer_grads: int = _opt(MonitorSettings.log_layer_grads, "log the gradient norm of every encoder and "
+                                "decoder layer (metrics.csv columns "
                                 "grad_norm/encoder.I, grad_norm/decoder.I) at each of the first N updates (0: never)")
     save_every: int = _opt(0, "every N updates write last.ckpt and a step-<N>.ckpt (0: last.ckpt at each validation "
                            "and epoch end only)")
@@ -105,6 +159,17 @@ class TrainConfig:
                     decoder_layers=self.layers, attention_dropout=self.attention_dropout,
                     activation_dropout=self.activation_dropout, init=self.init)
 
+    def optim_settings(self) -> OptimSettings:
+        return OptimSettings(lr=self.lr, warmup=self.warmup, adam_betas=tuple(self.adam_betas), adam_eps=self.adam_eps,
+                             weight_decay=self.weight_decay, label_smoothing=self.label_smoothing)
+
+    def validation_settings(self, bleu_tokenize: str = "13a") -> ValidationSettings:
+        return ValidationSettings(max_len_a=self.max_len_a, max_len_b=self.max_len_b, bleu_tokenize=bleu_tokenize)
+
+    def monitor_settings(self, echo_training: bool = True) -> MonitorSettings:
+        return MonitorSettings(log_every=self.log_every, log_layer_grads=self.log_layer_grads,
+                               max_nonfinite=self.max_nonfinite, echo_training=echo_training)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["adam_betas"] = list(d["adam_betas"])
@@ -114,8 +179,21 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers",
-             "max_nonfinite", "log_layer_grads"}
+             "max_nonfinite", "log_layer_grads", "patience", "min_delta", "no_download"}
 """Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
+
+
+def resolve_precision(precision: str | None, on_gpu: bool) -> str:
+    """The Trainer's precision: the one asked for ("32" is "32-true"); by default ``bf16-mixed`` on a GPU that
+    supports it and ``32-true`` otherwise (bf16 autocast made a small Transformer 4.5× slower on our CPU)."""
+    if precision is not None:
+        return "32-true" if precision == "32" else precision
+    if on_gpu:
+        import torch
+
+        if torch.cuda.is_bf16_supported():
+            return "bf16-mixed"
+    return "32-true"
 
 
 class ConfigError(Exception):
@@ -128,7 +206,7 @@ def flag_name(name: str) -> str:
 
 def _scalar_type(f: dataclasses.Field) -> type:
     text = str(f.type)
-    for name, kind in (("float", float), ("int", int)):
+    for name, kind in (("bool", bool), ("float", float), ("int", int)):
         if text.startswith(name) or text.startswith(f"list[{name}]"):
             return kind
     return str
@@ -150,12 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for f in dataclasses.fields(TrainConfig):
         extra = {k: v for k, v in f.metadata.items() if k in ("choices", "nargs")}
+        if _scalar_type(f) is bool:  # a switch: --no-download, or in a preset no_download: true
+            extra["action"] = "store_true"
+        else:
+            extra["type"] = _scalar_type(f)
         default = f.default
         help_text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
-        parser.add_argument(
-            flag_name(f.name), dest=f.name, type=_scalar_type(f), help=f"{help_text} (default: {default})",
-            **extra,
-        )
+        parser.add_argument(flag_name(f.name), dest=f.name, help=f"{help_text} (default: {default})", **extra)
     return parser
 
 
@@ -193,7 +272,7 @@ def make_config(values: dict, origin: str = "config") -> TrainConfig:
             value = int(value)
         elif kind is str and isinstance(value, (int, float)):
             value = str(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"{origin}: {name} must be {kind.__name__}, got {value!r}")
         choices = FIELDS[name].metadata.get("choices")
         if choices and value not in choices:

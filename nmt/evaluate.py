@@ -63,6 +63,9 @@ class RunScore:
     references: list[str] = field(default_factory=list, repr=False)
     diverged_at_step: int | None = None  # the update where the divergence began, when known
     skipped_updates: int = 0  # updates skipped for a non-finite loss or gradient (from the checkpoint)
+    stop_reason: str | None = None  # why training ended (results.json): max_steps, max_epochs, patience, diverged, …
+    best_step: int | None = None  # the update of the best validation BLEU
+    last_step: int | None = None  # the last update trained
 
 
 class SkipRun(Exception):
@@ -189,6 +192,9 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
         diverged=diverged,
         diverged_at_step=diverged_at,
         skipped_updates=int(ckpt.get("nonfinite", {}).get("skipped", 0)),
+        stop_reason=results.get("stop_reason") or ("diverged" if diverged else None),
+        best_step=results.get("best_step"),
+        last_step=results.get("steps"),
         checkpoint=described,
         bleu=bleu["score"],
         bleu_signature=bleu["signature"],
@@ -231,6 +237,7 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
             "seeds": len(runs),
             "diverged": len(runs) - len(ok),
             "skipped_updates": sum(r.skipped_updates for r in runs),  # non-finite updates skipped, over all seeds
+            "stopped": stop_summary(runs),
             "bleu_mean": bleu_mean,
             "bleu_std": bleu_std,
             "chrf_mean": chrf_mean,
@@ -252,6 +259,18 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
     return rows
 
 
+def stop_summary(runs: list) -> str:
+    """How the runs of a row ended, in seed order: "patience @ 3,400; max_steps @ 8,000" (— when unknown).
+
+    ``runs`` are RunScores, or dicts with their ``seed``, ``stop_reason`` and ``last_step``."""
+    def get(r, key):
+        return r.get(key) if isinstance(r, dict) else getattr(r, key)
+
+    parts = [f"{get(r, 'stop_reason')} @ {get(r, 'last_step'):,}" if get(r, "stop_reason") and get(r, "last_step")
+             is not None else "—" for r in sorted(runs, key=lambda r: get(r, "seed"))]
+    return "; ".join(parts) if any(p != "—" for p in parts) else "—"
+
+
 def _fmt(value, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
@@ -259,14 +278,15 @@ def _fmt(value, spec: str = ".2f") -> str:
 def markdown_table(rows: list[dict], title: str) -> str:
     extra_keys = [k for k in rows[0] if k.endswith("_bleu") and k != "delta_bleu"] if rows else []
     head = ["variant", "λ", "params", "updates", "tgt tokens", "wall time", "seeds", "diverged", "skipped updates",
-            "BLEU", "chrF++",
+            "stopped (at update)", "BLEU", "chrF++",
             *[k.replace("_", " ") for k in extra_keys], "Δ BLEU vs post_ln", "p (max over seeds)"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         bleu = "—" if r["bleu_mean"] is None else f"{r['bleu_mean']:.2f} ± {r['bleu_std']:.2f}"
         wall = "—" if r["wall_time_s"] is None else f"{r['wall_time_s'] / 60:.1f} min"
         cells = [r["variant"], f"{r['lambda']:g}", f"{r['parameters']:,}", f"{r['updates']:,}", f"{r['tokens_seen']:,}",
-                 wall, str(r["seeds"]), str(r["diverged"]), str(r.get("skipped_updates", 0)), bleu, _fmt(r["chrf_mean"]),
+                 wall, str(r["seeds"]), str(r["diverged"]), str(r.get("skipped_updates", 0)), r.get("stopped", "—"), bleu,
+                 _fmt(r["chrf_mean"]),
                  *[_fmt(r.get(k)) for k in extra_keys],
                  _fmt(r["delta_bleu"], "+.2f"), _fmt(r["p_value_max"], ".3f")]
         lines.append("| " + " | ".join(cells) + " |")

@@ -7,15 +7,16 @@
   inverse square-root decay: lr(step) = peak · min(step / warmup, √(warmup / step)). For the paper's
   d_model^-½ · warmup^-½ schedule set the peak to that value (7.0e-4 for base with 4,000 warm-up steps).
 - Logged every ``log_every`` updates: loss, NLL, perplexity, learning rate, gradient norm (before
-  clipping) and non-padding target tokens per second. Validation: loss, perplexity and the BLEU of
-  cached greedy decoding (sacreBLEU on detokenized output against the raw references).
+  clipping) and non-padding target tokens per second. Validation: loss, perplexity, token accuracy (the share of
+  target tokens the model ranks first) and the BLEU of cached greedy decoding (sacreBLEU on detokenized output
+  against the raw references).
 - An update whose loss or gradient is not finite is skipped, never applied, and counted
   (``train/skipped_steps``, in checkpoints); ``max_nonfinite`` in a row stop the run as diverged.
   See ``optimizer_step`` for what a skipped update does and does not count as.
-- Under data parallelism each rank decodes its share; hypotheses and per-sentence losses are gathered
-  with their sentence numbers, duplicates from sampler padding dropped, and loss and BLEU computed once
-  on the whole set (the same on every rank, and as in one process). Token counts (the effective batch,
-  tokens/s, tokens seen) are summed over ranks.
+- Under data parallelism each rank decodes its share; hypotheses and per-sentence losses are gathered by a
+  torchmetrics metric (``nmt.translation_stats``) with their sentence numbers, duplicates from sampler padding
+  dropped, and loss and BLEU computed once on the whole set (the same on every rank, and as in one process).
+  Token counts (the effective batch, tokens/s, tokens seen) are summed over ranks.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ import time
 import lightning as L
 import sacrebleu
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from nmt.config import MonitorSettings, OptimSettings, ValidationSettings
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decode import greedy_decode
 from nmt.model import ModelConfig, Transformer
 from nmt.progress import format_row
+from nmt.translation_stats import TranslationStats
 
 
 def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float, pad_id: int) -> tuple[Tensor, Tensor]:
@@ -52,15 +54,17 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float, pad_id: i
 
 
 def sentence_losses(logits: Tensor, target: Tensor, epsilon: float, pad_id: int) -> Tensor:
-    """Per sentence (row of ``target``): the summed label-smoothed loss, the summed NLL and the number of
-    non-padding target tokens, as a (B, 3) tensor. The same loss as ``label_smoothed_nll``, not summed over
-    the batch, so that validation can count every sentence once however the batches were shared out.
+    """Per sentence (row of ``target``): the summed label-smoothed loss, the summed NLL, the number of non-padding
+    target tokens and how many of them the model ranks first (argmax), as a (B, 4) tensor. The same loss as
+    ``label_smoothed_nll``, not summed over the batch, so that validation can count every sentence once however
+    the batches were shared out.
     """
     lprobs = F.log_softmax(logits.float(), dim=-1)
     pad = target == pad_id
     nll = (-lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)).masked_fill(pad, 0.0).sum(-1)
     smooth = (-lprobs.mean(dim=-1)).masked_fill(pad, 0.0).sum(-1)
-    return torch.stack([(1.0 - epsilon) * nll + epsilon * smooth, nll, (~pad).sum(-1).float()], dim=1)
+    correct = ((lprobs.argmax(dim=-1) == target) & ~pad).sum(-1).float()
+    return torch.stack([(1.0 - epsilon) * nll + epsilon * smooth, nll, (~pad).sum(-1).float(), correct], dim=1)
 
 
 GRADIENT_TOKENS = 1024.0  # training_step's backward runs on the summed loss / this; see _per_token_gradients
@@ -79,33 +83,33 @@ def inverse_sqrt_schedule(warmup: int):
 class TranslationModule(L.LightningModule):
     """A Transformer with its loss, optimiser, schedule and validation.
 
-    ``model`` is a ``ModelConfig`` as a dict; ``optim`` holds lr, warmup, adam_betas, adam_eps,
-    weight_decay and label_smoothing; ``decoding`` holds max_len_a, max_len_b and optionally bleu_tokenize
-    (the tokenization of validation and test BLEU, "13a" by default, see nmt.data.catalog); ``log_every`` is
-    how often training metrics are computed and logged.
+    Settings come as the dataclasses they are (``nmt.model.ModelConfig``, ``nmt.config.OptimSettings``,
+    ``ValidationSettings``, ``MonitorSettings``); checkpoints store them as plain dicts in their hyper-parameters
+    (``model``, ``optim``, ``decoding``, ``log_every``), readable without this package's classes. Every checkpoint
+    also carries ``spm_model`` (the tokenizer's bytes) and ``run_config`` (the run's TrainConfig as a dict), so that
+    a checkpoint file alone can translate and say how it was trained. ``echo`` prints a line (one per validation,
+    and per training row with ``monitor.echo_training``); None prints nothing.
     """
 
-    def __init__(self, model: dict, optim: dict, decoding: dict, log_every: int = 25):
+    def __init__(self, model: ModelConfig, optim: OptimSettings = OptimSettings(),
+                 decoding: ValidationSettings = ValidationSettings(), monitor: MonitorSettings = MonitorSettings(),
+                 spm_model: bytes | None = None, run_config: dict | None = None, echo=None):
         super().__init__()
-        self.save_hyperparameters()
-        self.tokens_seen = 0  # non-padding target tokens trained on by all processes, over the whole run (in checkpoints)
+        self.save_hyperparameters({"model": model.to_dict(), "optim": optim.to_dict(), "decoding": decoding.to_dict(),
+                                   "log_every": monitor.log_every})
+        self.model = Transformer(model)
+        self.optim, self.decoding, self.monitor = optim, decoding, monitor
+        self.spm_model, self.run_config, self.echo = spm_model, run_config, echo
+        self.tokens_seen = 0  # non-padding target tokens trained on by all processes over the run (in checkpoints)
         self._tokens_unsynced = 0  # ... by this process since tokens_seen was last brought up to date (_sync_tokens)
-        self.spm_model: bytes | None = None  # the tokenizer, stored in every checkpoint (see on_save_checkpoint)
-        self.run_config: dict | None = None  # the run's TrainConfig, likewise
-        self.model = Transformer(ModelConfig(**model))
-        self.optim, self.decoding, self.log_every = optim, decoding, log_every
-        self._eval_hyps: list[tuple[int, list[int], list[float]]] = []  # (sentence number, hypothesis, sentence_losses)
+        self.eval_stats = TranslationStats()  # the current validation or test pass, gathered over processes
         self._tokens_since_log = 0
         self._update_tokens = 0
         self._pending: dict = {}
         self._last_step = 0
         self._time_of_log: float | None = None
-        self.echo = None  # a print function: one line per validation, and per training row if echo_training
-        self.echo_training = True
         self.test_result: dict | None = None
-        self.log_layer_grads = 0  # log per-layer gradient norms at each of the first N updates (--log-layer-grads)
-        self.max_nonfinite = 5  # stop as diverged after this many skipped updates in a row (0: never); see optimizer_step
-        self.nonfinite_skipped = 0  # updates skipped for a non-finite loss or gradient, over the whole run (in checkpoints)
+        self.nonfinite_skipped = 0  # updates skipped for a non-finite loss or gradient over the run (in checkpoints)
         self.nonfinite_streak = 0  # of them, how many in a row up to the last update (in checkpoints)
         self._skipped_update = False
 
@@ -115,7 +119,7 @@ class TranslationModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits = self.model(batch["src"], batch["tgt_in"])
-        loss_sum, nll_sum = label_smoothed_nll(logits, batch["tgt_out"], self.optim["label_smoothing"], PAD_ID)
+        loss_sum, nll_sum = label_smoothed_nll(logits, batch["tgt_out"], self.optim.label_smoothing, PAD_ID)
         ntokens = batch["ntokens"]
         loss = loss_sum / ntokens  # logged: per target token of this batch
         self._tokens_since_log += ntokens
@@ -134,7 +138,7 @@ class TranslationModule(L.LightningModule):
 
     def _logging_this_update(self) -> bool:
         """True while computing an update that completes a logging interval (update log_every, 2·log_every, …)."""
-        return (self.trainer.global_step + 1) % self.log_every == 0
+        return (self.trainer.global_step + 1) % self.monitor.log_every == 0
 
     def _per_token_gradients(self) -> None:
         """Scale the update's gradients to those of the label-smoothed loss summed over every target token of
@@ -164,7 +168,8 @@ class TranslationModule(L.LightningModule):
         if self._logging_this_update():
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             self._pending["train/grad_norm"] = torch.nn.utils.get_total_norm(grads)
-        if self.trainer.global_step < self.log_layer_grads and self.trainer.is_global_zero:  # gradients are reduced
+        # the gradients are reduced over the processes by now: the first one logs them
+        if self.trainer.global_step < self.monitor.log_layer_grads and self.trainer.is_global_zero:
             self._log_layer_grads(self.trainer.global_step + 1)
 
     def _log_layer_grads(self, step: int) -> None:
@@ -209,24 +214,32 @@ class TranslationModule(L.LightningModule):
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         loss = optimizer_closure()
         grads = [p.grad for p in self.parameters() if p.grad is not None]
+        ok = self._all_finite(loss, grads)
+        self._skipped_update = not ok
+        if ok:
+            self.nonfinite_streak = 0
+            optimizer.step()
+        else:
+            self._skip_update(grads)
+
+    def _all_finite(self, loss: Tensor | None, grads: list[Tensor]) -> bool:
+        """Whether the loss and every gradient element are finite on every process: the update's one host sync."""
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         if grads:  # the largest |element| (∞-norm): NaN propagates, and unlike the 2-norm it cannot overflow
             finite = torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf))
         if loss is not None:
             finite = finite & torch.isfinite(loss.detach())
-        ok = self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)  # bool(): the one host sync
-        self._skipped_update = not ok
-        if ok:
-            self.nonfinite_streak = 0
-            optimizer.step()
-            return
+        return self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
+
+    def _skip_update(self, grads: list[Tensor]) -> None:
+        """Count a skipped non-finite update; raise TrainingStopped (diverged) at ``max_nonfinite`` in a row."""
         step = self.trainer.global_step + 1  # the update being made; global_step counts it once this hook returns
         self.nonfinite_skipped += 1
         self.nonfinite_streak += 1
         self._tokens_unsynced -= self._update_tokens
         if self._logging_this_update():
             self._pending["train/grad_norm"] = torch.nn.utils.get_total_norm(grads)
-        limit = self.max_nonfinite
+        limit = self.monitor.max_nonfinite
         if self.echo is not None:
             self.echo(f"update {step}: non-finite loss or gradient, update skipped ({self.nonfinite_streak} in a row"
                       + (f", the run stops at {limit}" if limit else "") + f"; {self.nonfinite_skipped} in all)")
@@ -260,11 +273,13 @@ class TranslationModule(L.LightningModule):
 
     def _data_dependent_init(self) -> None:
         """The residual blocks' one-time initialisation from data (Admin), before the first update, on the first
-        batch of the seeded epoch-0 order over all processes: the same batch on every process, whatever their
-        number. Rank 0's result is then sent to the others, so that no process can differ."""
+        batch of the seeded epoch-0 order of one process: the same batch on every process, whatever their number.
+        Rank 0's result is then sent to the others, so that no process can differ."""
         batch = self.trainer.datamodule.first_training_batch()
         self.model.data_dependent_init(batch["src"].to(self.device), batch["tgt_in"].to(self.device))
         if self.trainer.world_size > 1:
+            import torch.distributed as dist
+
             for tensor in self.model.state_dict().values():
                 dist.broadcast(tensor, src=0)
         if self.echo is not None:
@@ -277,7 +292,7 @@ class TranslationModule(L.LightningModule):
             return
         self._last_step = step
         tokens, self._update_tokens = self._update_tokens, 0
-        if step % self.log_every or not self._pending:
+        if step % self.monitor.log_every or not self._pending:
             return
         now = time.perf_counter()
         row = {k: float(v) for k, v in self._pending.items()}  # the only host synchronisation, once per interval
@@ -310,7 +325,7 @@ class TranslationModule(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(row, step=step)
             logger.save()
-        if self.echo is not None and (self.echo_training or not any(k.startswith("train/") for k in row)):
+        if self.echo is not None and (self.monitor.echo_training or not any(k.startswith("train/") for k in row)):
             self.echo(format_row(step, self.trainer.max_steps, self.current_epoch, row))
 
     def on_train_epoch_start(self) -> None:
@@ -327,13 +342,9 @@ class TranslationModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        # fused: Adam's single-kernel implementation (CPU and CUDA), faster than the default multi-tensor one where
-        # the optimiser is a visible share of a step (python -m nmt.bench --levers measures it against the other)
-        optimizer = torch.optim.Adam(
-            self.parameters(), lr=o["lr"], betas=tuple(o["adam_betas"]), eps=o["adam_eps"], weight_decay=o["weight_decay"],
-            fused=o.get("fused_adam", True),
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt_schedule(o["warmup"]))
+        optimizer = torch.optim.Adam(self.parameters(), lr=o.lr, betas=o.adam_betas, eps=o.adam_eps,
+                                     weight_decay=o.weight_decay, fused=o.fused_adam)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt_schedule(o.warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -355,9 +366,9 @@ class TranslationModule(L.LightningModule):
     # ------------------------------------------------------------------ validation and test
     def _eval_step(self, batch: dict) -> None:
         logits = self.model(batch["src"], batch["tgt_in"])
-        losses = sentence_losses(logits, batch["tgt_out"], self.optim["label_smoothing"], PAD_ID).tolist()
-        hyps = greedy_decode(self.model, batch["src"], BOS_ID, EOS_ID, self.decoding["max_len_a"], self.decoding["max_len_b"])
-        self._eval_hyps.extend(zip(batch["id"].tolist(), hyps, losses))
+        sums = sentence_losses(logits, batch["tgt_out"], self.optim.label_smoothing, PAD_ID)
+        hyps = greedy_decode(self.model, batch["src"], BOS_ID, EOS_ID, self.decoding.max_len_a, self.decoding.max_len_b)
+        self.eval_stats.update(batch["id"], hyps, sums)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch)
@@ -366,33 +377,27 @@ class TranslationModule(L.LightningModule):
         self._eval_step(batch)
 
     def _eval_epoch_end(self, split: str) -> dict | None:
-        """Gather every process's hypotheses and sentence losses, and score the whole split once, on every process.
-
-        Under data parallelism the evaluation sampler repeats batches so that every process gets as many; a
-        sentence evaluated twice is counted once (by its number). Loss and BLEU are then the same on every
-        process, and the same as in a single process. Every process must call this (it gathers); None when the
-        split had no batch at all.
-        """
-        by_id = {i: (hyp, losses) for i, hyp, losses in _gather(self._eval_hyps)}
-        self._eval_hyps = []
-        if not by_id:
+        """Score the whole split once, on every process, from every process's sentences (``TranslationStats``:
+        each sentence counted once, however the batches were repeated for data parallelism). Every process must
+        call this (it gathers); None when the split had no batch at all."""
+        result = self.eval_stats.compute()
+        self.eval_stats.reset()
+        if result is None:
             return None
         data = self.trainer.datamodule
-        ids = sorted(by_id)
-        loss, nll, ntokens = (math.fsum(by_id[i][1][k] for i in ids) for k in range(3))  # exact: order does not matter
-        by_id = {i: hyp for i, (hyp, _) in by_id.items()}
-        hyps = data.tokenizer.decode([by_id[i] for i in ids])
-        refs = [data.references(split)[i] for i in ids]
-        tokenize = self.decoding.get("bleu_tokenize", "13a")  # "none" for a corpus distributed tokenized
+        hyps = data.tokenizer.decode(result.hypotheses)
+        refs = [data.references(split)[i] for i in result.ids]
+        tokenize = self.decoding.bleu_tokenize  # "none" for a corpus distributed tokenized
         bleu = sacrebleu.BLEU(tokenize=tokenize, force=tokenize == "none")
         score = bleu.corpus_score(hyps, [refs])
         return {
-            "loss": loss / ntokens,
-            "ppl": math.exp(min(nll / ntokens, 100.0)),
+            "loss": result.loss_per_token,
+            "ppl": result.perplexity,
+            "accuracy": result.accuracy,
             "bleu": score.score,
             "bleu_signature": str(bleu.get_signature()),
             "hypotheses": hyps,
-            "sentences": len(ids),
+            "sentences": len(result.ids),
         }
 
     def on_validation_epoch_end(self) -> None:
@@ -400,20 +405,11 @@ class TranslationModule(L.LightningModule):
         if result is None or self.trainer.sanity_checking:
             return
         self.log("val/bleu", result["bleu"], prog_bar=True, logger=False)  # for the progress bar and best.ckpt
-        self.report({"val/loss": result["loss"], "val/ppl": result["ppl"], "val/bleu": result["bleu"]},
-                    self.trainer.global_step)
+        self.report({"val/loss": result["loss"], "val/ppl": result["ppl"], "val/acc": result["accuracy"],
+                     "val/bleu": result["bleu"]}, self.trainer.global_step)
 
     def on_test_epoch_end(self) -> None:
         self.test_result = self._eval_epoch_end("test")
         if self.test_result is not None:
             self.report({"test/loss": self.test_result["loss"], "test/bleu": self.test_result["bleu"]},
                         self.trainer.global_step)
-
-
-def _gather(items: list) -> list:
-    """Concatenate a list of Python objects over all ranks (every rank gets the whole list)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return items
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, items)
-    return [item for part in parts for item in part]

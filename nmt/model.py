@@ -16,10 +16,11 @@ wrapped by a residual block from ``nmt.residual`` (``--skip NAME``) instead of t
 
 Conventions, the same for every residual variant:
 - one joint vocabulary: source embedding, target embedding and the output projection share one matrix;
-- initialisation: linear weights Xavier-uniform (each of Q, K, V separately), biases 0; token
-  embeddings N(0, d_model^-½) with the padding row 0, so that after the √d_model scale they have unit
-  variance like the positional encodings; LayerNorm γ = 1, β = 0; a residual variant may change the
-  initialisation of what it wraps (DeepNorm) or run a one-time initialisation from data (Admin,
+- initialisation (``ModelConfig.init``, see ``Transformer.reset_parameters``): attention weights Xavier-uniform
+  (W^Q, W^K, W^V with gain 1/√2), the feed-forward layers Xavier-uniform (``"xavier"``) or PyTorch's default
+  (``"fairseq"``); token embeddings N(0, d_model^-½) with the padding row 0, so that after the √d_model scale
+  they have unit variance like the positional encodings; LayerNorm γ = 1, β = 0; a residual variant may change
+  the initialisation of what it wraps (DeepNorm) or run a one-time initialisation from data (Admin,
   ``Transformer.data_dependent_init``);
 - dropout: on the sum of embeddings and positions, and on every sublayer output inside the residual
   block (``dropout``, Pdrop = 0.1 in the paper); optionally on attention weights
@@ -69,15 +70,15 @@ class ModelConfig:
 
 
 ARCHS: dict[str, dict] = {
+    # For tests and smoke runs.
+    "tiny": dict(d_model=64, d_ff=256, n_heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
+    # The paper's depth at half the width of "small": for deep-stack studies on a CPU (with --layers 18, say).
+    "narrow": dict(d_model=128, d_ff=512, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
+    # The paper's depth (the variants differ with depth) at a width a CPU can train.
+    "small": dict(d_model=256, d_ff=1024, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
     # Vaswani et al. 2017, Table 3: "base" and "big".
     "base": dict(d_model=512, d_ff=2048, n_heads=8, encoder_layers=6, decoder_layers=6, dropout=0.1),
     "big": dict(d_model=1024, d_ff=4096, n_heads=16, encoder_layers=6, decoder_layers=6, dropout=0.3),
-    # The paper's depth (the variants differ with depth) at a width a CPU can train.
-    "small": dict(d_model=256, d_ff=1024, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
-    # The paper's depth at half the width of "small": for deep-stack studies on a CPU (with --layers 18, say).
-    "narrow": dict(d_model=128, d_ff=512, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
-    # For tests and smoke runs.
-    "tiny": dict(d_model=64, d_ff=256, n_heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
 }
 """Named size presets (``--arch``)."""
 
@@ -331,7 +332,7 @@ class Transformer(nn.Module):
     def reset_parameters(self) -> None:
         """The initialisation of ``cfg.init``, identical for every residual variant.
 
-        Both schemes: W^Q, W^K and W^V Xavier-uniform with gain 1/√2, i.e. U(±√(3/d)) (Xavier-uniform of the
+        Both schemes: W^Q, W^K and W^V Xavier-uniform with gain 1/√2, i.e. U(±√(3/(2d))) (Xavier-uniform of the
         stacked (3d, d) matrix, as ``nn.MultiheadAttention`` does); W^O Xavier-uniform with bias 0; LayerNorm
         γ = 1, β = 0; token embeddings N(0, d^-½) with the padding row 0. They differ in the rest:
 

@@ -25,3 +25,15 @@ def format_row(step: int, max_steps: int, epoch: int, row: dict) -> str:
     parts = [f"step {step}" + (f"/{max_steps}" if max_steps > 0 else ""), f"epoch {epoch}"]
     parts += [f"{label} {row[key]:{fmt}}" for key, label, fmt in FIELDS if key in row]
     return "  ".join(parts)
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's advertisement for its cloud logger from a run's output."""
+    import logging
+
+    class DropTip(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in record.getMessage()
+
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(DropTip())

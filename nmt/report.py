@@ -100,7 +100,8 @@ def evaluate_runs(out: Path, args: argparse.Namespace) -> tuple[list[RunScore], 
         except SkipRun as e:
             if record.get("diverged"):
                 unscored.append({"run": str(run), **_run_identity(run), "diverged_at_step": record.get("diverged_at_step"),
-                                 "steps": record.get("steps", 0)})
+                                 "steps": record.get("steps", 0), "stop_reason": "diverged",
+                                 "last_step": record.get("steps"), "best_step": record.get("best_step")})
             else:
                 left_out.append({"run": str(run), "reason": str(e)})
             continue
@@ -139,13 +140,14 @@ def add_unscored(rows: list[dict], unscored: list[dict]) -> None:
         if row is None:
             row = {"variant": u["skip"], "lambda": u["lam"], "parameters": _parameters(Path(u["run"])),
                    "updates": u["steps"] or 0, "tokens_seen": 0, "wall_time_s": None, "seeds": 0, "diverged": 0,
-                   "skipped_updates": 0, "bleu_mean": None, "bleu_std": None, "chrf_mean": None, "delta_bleu": None,
+                   "skipped_updates": 0, "stopped": "—", "bleu_mean": None, "bleu_std": None, "chrf_mean": None, "delta_bleu": None,
                    "p_value_max": None, "paired_seeds": 0}
             for key in rows[0] if rows else {}:  # the protocol's extra scores, as in the other rows
                 row.setdefault(key, None)
             rows.append(row)
         row["seeds"] += 1
         row["diverged"] += 1
+        row["stopped"] = "; ".join(p for p in (row.get("stopped"), evaluate.stop_summary([u])) if p and p != "—") or "—"
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -378,6 +380,7 @@ def build(out: Path, args: argparse.Namespace) -> Path:
     if left_out:
         markdown.append("Left out (not finished or not evaluable):\n" + "\n".join(f"- {x['run']}: {x['reason']}"
                                                                                    for x in left_out))
+    markdown.append("### Every run\n\n" + runs_markdown(scores, unscored))
     flow = gradient_flow(out)
     markdown.append("### Gradient flow over the first updates\n\n" + gradient_flow_markdown(flow))
     (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
@@ -387,6 +390,22 @@ def build(out: Path, args: argparse.Namespace) -> Path:
     readme = _readme(out, args, markdown, pictures, scores, unscored, left_out, time.time() - started)
     (folder / "README.md").write_text(readme, encoding="utf-8")
     return folder
+
+
+def runs_markdown(scores: list[RunScore], unscored: list[dict]) -> str:
+    """One line per run: where its best validation was, why and where it stopped, its wall time and BLEU."""
+    lines = ["| run | best validation at update | stopped | wall time | BLEU |", "|---|---|---|---|---|"]
+    rows = [(Path(s.run).name, s.best_step, s.stop_reason, s.last_step, s.wall_time_s, f"{s.bleu:.2f}") for s in scores]
+    rows += [(Path(u["run"]).name, u.get("best_step"), "diverged", u.get("last_step"), None, "—") for u in unscored]
+    for name, best, reason, last, wall, bleu in sorted(rows):
+        stopped = f"{reason} at update {last:,}" if reason and last is not None else "—"
+        lines.append(f"| {name} | {_fmt_int(best)} | {stopped} | "
+                     f"{'—' if wall is None else f'{wall / 60:.1f} min'} | {bleu} |")
+    return "\n".join(lines)
+
+
+def _fmt_int(value) -> str:
+    return "—" if value is None else f"{value:,}"
 
 
 def _mdd_text(mdd: dict | None) -> str:

@@ -47,7 +47,8 @@ from nmt.evaluate import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RESERVED = ("--skip", "--lambda", "--seed", "--run-dir", "--resume", "--config")
+RESERVED = ("--skip", "--lambda", "--seed", "--run-dir", "--resume", "--config", "--max-steps", "--patience",
+            "--min-delta")
 """train.py flags the sweep sets itself; they may not be passed through."""
 
 
@@ -142,12 +143,18 @@ def run_state(run_dir: Path) -> str:
     return RESTART
 
 
+BUDGET = ("max_steps", "patience", "min_delta")
+"""The sweep's own flags that say when every run stops: recorded in sweep.json, passed to every run (fresh or resumed)."""
+
+
 def train_command(run: Run, run_dir: Path, state: str, config: str | None, train_args: list[str],
-                  max_steps: int | None) -> list[str]:
+                  budget: dict) -> list[str]:
+    """The train.py command of one run; ``budget`` maps BUDGET names to values (None: the preset's)."""
     script = ROOT / "train.py"
     base = [sys.executable, str(script)] if script.is_file() else [
         sys.executable, "-c", "import sys; from nmt.train import main; sys.exit(main())"]
-    steps = ["--max-steps", str(max_steps)] if max_steps is not None else []
+    steps = [a for name, value in budget.items() if value is not None
+             for a in ("--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value))]
     if state == RESUME:
         return [*base, "--resume", "--run-dir", str(run_dir), *steps]
     return [*base, *(["--config", config] if config else []), *train_args, "--skip", run.skip,
@@ -179,7 +186,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "config": str(config) if config else None,
         "config_sha256": _sha256(config) if config else None,
         "train_args": args.train_args,
-        "max_steps": args.max_steps,
+        **{name: getattr(args, name) for name in BUDGET},
     }
 
 
@@ -295,7 +302,7 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
                     shutil.rmtree(run_dir)
                     print(f"{run.name}: stopped before its first checkpoint; starting it again from scratch", flush=True)
                 command = train_command(run, run_dir, RESUME if state == RESUME else FRESH, args.config,
-                                        args.train_args, args.max_steps)
+                                        args.train_args, {name: getattr(args, name) for name in BUDGET})
                 with open(logs / f"{run.name}.log", "a") as log:
                     log.write(f"\n$ {' '.join(command)}\n")
                     log.flush()
@@ -355,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_list(int), default=[1], help="comma-separated seeds (default: 1)")
     p.add_argument("--out", type=Path, required=True, help="the study folder: runs/, logs/, eval/, report/")
     p.add_argument("--max-steps", type=int, help="updates per run (default: the preset's)")
+    p.add_argument("--patience", type=int, help="train.py --patience for every run: stop a run after N validations "
+                   "without a new best validation BLEU (default: the preset's)")
+    p.add_argument("--min-delta", type=float, help="train.py --min-delta for every run (default: the preset's)")
     p.add_argument("--parallel", type=int, default=1, help="runs at once (each with cores/K threads and its share of the GPUs)")
     p.add_argument("--threads", type=int, default=0, help="threads per run (default: cores / --parallel)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
@@ -377,7 +387,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for flag in train_args:
         if flag.split("=")[0] in RESERVED:
             raise SweepError(f"{flag.split('=')[0]} after --: the sweep sets it for every run (use the sweep's own "
-                             "--skip, --lambda, --seeds, --config, --out)")
+                             "--skip, --lambda, --seeds, --config, --out, --max-steps, --patience, --min-delta)")
     if args.parallel < 1:
         raise SweepError("--parallel must be ≥ 1")
     if args.config and not Path(args.config).is_file():

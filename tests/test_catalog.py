@@ -24,9 +24,10 @@ STANFORD = {"train": "train", "valid": "tst2012", "test": "tst2013"}
 
 @pytest.fixture
 def root(tmp_path, monkeypatch):
-    """An empty data root, no hub mirror, and a ``datasets`` package that cannot be imported."""
+    """An empty data root, no hub mirror, no downloads, and a ``datasets`` package that cannot be imported."""
     monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.delenv("NMT_HF_MIRROR", raising=False)
+    monkeypatch.setenv("NMT_NO_DOWNLOAD", "1")  # tests/test_download.py downloads, from a local server
     monkeypatch.setitem(sys.modules, "datasets", None)  # any "import datasets" raises ImportError
     return tmp_path / "data"
 
@@ -179,7 +180,8 @@ def test_iwslt_missing_training_set(root, tmp_path):
     message = str(e.value)
     assert "\n" not in message and "lacks train.en, train.vi. Put" in message
     assert "https://nlp.stanford.edu/projects/nmt/data/iwslt15.en-vi/" in message
-    with pytest.raises(DataError, match=r"no folder .*iwslt15-en-vi/.*tst2013\.en.*nlp\.stanford\.edu"):
+    with pytest.raises(DataError, match=r"no folder .*iwslt15-en-vi/, and downloading is turned off "
+                                        r"\(NMT_NO_DOWNLOAD=1\)\. Put .*tst2013\.en.*nlp\.stanford\.edu"):
         resolve_corpus("iwslt15-en-vi", None, None)
 
 

@@ -91,3 +91,19 @@ def test_shipped_presets_load(path):
 
 def test_there_are_presets():
     assert {"toy.yaml", "multi30k.yaml"} <= {p.name for p in CONFIGS}
+
+
+def test_no_download_is_a_switch_that_resume_may_change(tmp_path):
+    assert parse_args([])[0].no_download is False
+    cfg, explicit, _ = parse_args(["--no-download"])
+    assert cfg.no_download is True and explicit == {"no_download": True}
+    preset = tmp_path / "p.yaml"
+    preset.write_text("no_download: true\n")
+    assert parse_args(["--config", str(preset)])[0].no_download is True
+    preset.write_text("no_download: 1\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: no_download must be bool, got 1"):
+        parse_args(["--config", str(preset)])
+    # it says where the data may come from, not what is trained
+    assert merge_for_resume(TrainConfig(), {"no_download": True}).no_download is True
+    save_config(cfg, tmp_path / "config.yaml")
+    assert read_saved_config(tmp_path / "config.yaml").no_download is True

@@ -40,7 +40,8 @@ from nmt.data.batching import TokenBatchSampler
 from nmt.data.datamodule import collate
 from nmt.data.tokenizer import PAD_ID, Tokenizer
 from nmt.lit import sentence_losses
-from nmt.train import accumulation_for, choose_run_dir, default_run_name, main, resolve_precision
+from nmt.config import resolve_precision
+from nmt.train import Start, accumulation_for, choose_run_dir, default_run_name, main
 from nmt.translate import Translator
 
 LEXICON = {"apple": "apfel", "river": "fluss", "stone": "stein", "cloud": "wolke", "green": "gruen", "house": "haus",
@@ -105,9 +106,18 @@ def corpus(tmp_path_factory):
     return folder, write_lexicon_corpus(folder / "corpus")
 
 
+def second_process(first: int) -> int:
+    """The PID of the train.py process that Lightning's launcher started from process ``first`` (Linux)."""
+    for child in Path(f"/proc/{first}/task/{first}/children").read_text().split():
+        if "train.py" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"):
+            return int(child)
+    raise AssertionError(f"process {first} has not started its copy")
+
+
 @pytest.fixture(scope="module")
 def ddp(corpus):
-    """Two 2-process runs at once: one uninterrupted, one stopped by SIGTERM mid-run; then the second resumed."""
+    """Two 2-process runs at once: one uninterrupted, one stopped mid-run by SIGTERM to its second process; then
+    the second run resumed."""
     folder, data = corpus
     full = start(["--data", str(data), *DDP, "--run-dir", str(folder / "full")], folder)
     stopped = start(["--data", str(data), *DDP, "--run-dir", str(folder / "stopped")], folder)
@@ -116,7 +126,8 @@ def ddp(corpus):
         if (folder / "stopped" / "metrics.csv").is_file() and any(s >= 33 for s, _ in train_losses(folder / "stopped")):
             break
         time.sleep(0.1)
-    stopped.send_signal(signal.SIGTERM)  # to the first process only, as `kill PID` would
+    # to the second process only (the copy Lightning's launcher started): any one process may receive the signal
+    os.kill(second_process(stopped.pid), signal.SIGTERM)
     stop = finish(stopped)
     uninterrupted = finish(full)
     assert uninterrupted[0] == 0, uninterrupted[1][-3000:] + uninterrupted[2][-3000:]
@@ -334,12 +345,12 @@ def test_accumulation_from_update_tokens():
 
 
 def test_precision_defaults_to_fp32_on_cpu():
-    assert resolve_precision(TrainConfig(accelerator="cpu")) == "32-true"
-    auto = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    assert resolve_precision(TrainConfig()) == auto
-    assert resolve_precision(TrainConfig(accelerator="cpu", precision="32")) == "32-true"
-    assert resolve_precision(TrainConfig(accelerator="gpu", precision="16-mixed")) == "16-mixed"
-    assert resolve_precision(TrainConfig(accelerator="gpu", precision="bf16-mixed")) == "bf16-mixed"
+    assert resolve_precision(None, on_gpu=False) == "32-true"
+    on_gpu = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    assert resolve_precision(None, on_gpu=torch.cuda.is_available()) == on_gpu
+    assert resolve_precision("32", on_gpu=False) == "32-true"
+    assert resolve_precision("16-mixed", on_gpu=True) == "16-mixed"
+    assert resolve_precision("bf16-mixed", on_gpu=True) == "bf16-mixed"
 
 
 def set_env(monkeypatch, **values):
@@ -382,19 +393,21 @@ def test_every_process_agrees_on_the_run_directory(tmp_path, monkeypatch):
     cfg = TrainConfig()
     base = Path("runs") / default_run_name(cfg, "toy")
     # by rule (torchrun, SLURM, several nodes): runs/<name> exactly, on every process
-    assert choose_run_dir(cfg, "toy", resume=False, by_rule=True, first=True) == base
-    assert choose_run_dir(cfg, "toy", resume=False, by_rule=True, first=False) == base
+    first, other = (launch.Launch(rank, world_size=2, launcher="torchelastic") for rank in (0, 1))
+    assert first.decides_alone and first.is_first and other.decides_alone and not other.is_first
+    assert choose_run_dir(cfg, "toy", Start.NEW, first) == base
+    assert choose_run_dir(cfg, "toy", Start.NEW, other) == base
     (base / "checkpoints").mkdir(parents=True)
     (base / "config.yaml").write_text("seed: 1\n")  # the first process has written it, or it was there before
     with pytest.raises(Exception, match="already holds a run"):
-        choose_run_dir(cfg, "toy", resume=False, by_rule=True, first=True)
-    assert choose_run_dir(cfg, "toy", resume=False, by_rule=True, first=False) == base  # may be the first's
-    assert choose_run_dir(cfg, "toy", resume=False, by_rule=True, restart=True) == base  # --resume auto, no checkpoint
-    assert choose_run_dir(cfg, "toy", resume=False) == base.with_name(base.name + "-2")  # one process: a new one
+        choose_run_dir(cfg, "toy", Start.NEW, first)
+    assert choose_run_dir(cfg, "toy", Start.NEW, other) == base  # may be the first's
+    assert choose_run_dir(cfg, "toy", Start.RESTART, first) == base  # --resume auto, no checkpoint
+    assert choose_run_dir(cfg, "toy", Start.NEW) == base.with_name(base.name + "-2")  # one process: a new one
     (base / "checkpoints" / "last.ckpt").write_bytes(b"")  # no process of a run writes this before all have started
-    for first in (True, False):
+    for proc in (first, other):
         with pytest.raises(Exception, match="already holds a run"):
-            choose_run_dir(cfg, "toy", resume=False, by_rule=True, first=first)
+            choose_run_dir(cfg, "toy", Start.NEW, proc)
 
 
 def test_resume_auto_starts_then_continues_a_run(corpus, tmp_path, capsys):

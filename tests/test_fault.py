@@ -255,6 +255,7 @@ def test_fp16_loss_scaling_skips_are_its_own(fp16, monkeypatch):
     from lightning.pytorch.plugins.precision import MixedPrecision
     from torch.utils.data import DataLoader
 
+    from nmt.config import MonitorSettings, OptimSettings
     from nmt.lit import TranslationModule
     from nmt.model import model_config
 
@@ -264,11 +265,8 @@ def test_fp16_loss_scaling_skips_are_its_own(fp16, monkeypatch):
     for _ in range(6):
         src, tgt = torch.randint(4, 50, (4, 7), generator=g), torch.randint(4, 50, (4, 8), generator=g)
         batches.append({"id": torch.arange(4), "src": src, "tgt_in": tgt[:, :-1], "tgt_out": tgt[:, 1:], "ntokens": 28})
-    module = TranslationModule(
-        model_config("tiny", 50, skip="nonfinite_block:NaNOnBatches").to_dict(),
-        optim=dict(lr=1e-3, warmup=10, adam_betas=[0.9, 0.98], adam_eps=1e-9, weight_decay=0.0, label_smoothing=0.1),
-        decoding=dict(max_len_a=1.2, max_len_b=10), log_every=100,
-    )
+    module = TranslationModule(model_config("tiny", 50, skip="nonfinite_block:NaNOnBatches"),
+                               OptimSettings(lr=1e-3, warmup=10), monitor=MonitorSettings(log_every=100))
     scaler = torch.amp.GradScaler("cpu")  # Lightning makes 16-mixed bf16 on a CPU: give it fp16 with a scaler
     trainer = L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from nmt.bench import optim_settings
+from nmt.config import MonitorSettings, OptimSettings
 from nmt.data.datamodule import collate
 from nmt.lit import TranslationModule
 from nmt.model import model_config
@@ -25,8 +25,7 @@ def _gradients(batches: list[dict], accumulate: int) -> dict[str, torch.Tensor]:
     """The gradient of the first update of a fresh module (no dropout, learning rate 0) over ``batches``."""
     torch.manual_seed(3)
     cfg = model_config("tiny", VOCAB, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
-    module = TranslationModule(model=cfg.to_dict(), optim={**optim_settings(lr=0.0), "label_smoothing": 0.1},
-                               decoding=dict(max_len_a=1.2, max_len_b=10), log_every=10**9)
+    module = TranslationModule(cfg, OptimSettings(lr=0.0), monitor=MonitorSettings(log_every=10**9))
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, accumulate_grad_batches=accumulate, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0)
@@ -42,6 +41,7 @@ def test_accumulated_batches_weigh_every_target_token_alike():
     two_batches = _gradients([collate(short), collate(long)], accumulate=2)
     one_batch = _gradients([collate(short + long)], accumulate=1)
     assert two_batches.keys() == one_batch.keys() and len(one_batch) > 10
+    assert all(g.abs().sum() > 0 for g in one_batch.values())  # a real gradient everywhere: zeros would agree too
     for name, g in one_batch.items():
         # the mean over all 43 tokens, not the mean of the two batches' means (which weighs a short-batch token 5× more)
         torch.testing.assert_close(two_batches[name], g, rtol=1e-4, atol=1e-6, msg=name)
@@ -64,8 +64,7 @@ def test_two_processes_weigh_every_target_token_alike(tmp_path):
     long = _examples(rng, 3, [9, 7, 8], [12, 10, 11], 2)
     torch.manual_seed(3)
     cfg = model_config("tiny", VOCAB, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
-    module = _PerRankData(model=cfg.to_dict(), optim={**optim_settings(lr=0.0), "label_smoothing": 0.1},
-                          decoding=dict(max_len_a=1.2, max_len_b=10), log_every=10**9)
+    module = _PerRankData(cfg, OptimSettings(lr=0.0), monitor=MonitorSettings(log_every=10**9))
     module.batches, module.out = [collate(short), collate(long)], str(tmp_path / "grads.pt")  # pickled to the processes
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -73,5 +72,6 @@ def test_two_processes_weigh_every_target_token_alike(tmp_path):
     trainer.fit(module)
     two_processes = torch.load(tmp_path / "grads.pt")
     one_batch = _gradients([collate(short + long)], accumulate=1)
+    assert two_processes.keys() == one_batch.keys() and all(g.abs().sum() > 0 for g in one_batch.values())
     for name, g in one_batch.items():
         torch.testing.assert_close(two_processes[name], g, rtol=1e-4, atol=1e-6, msg=name)

@@ -189,3 +189,26 @@ def test_tiny_model_overfits_one_batch(skip, lam):
     assert loss.item() / tgt_out.numel() < 0.05
     model.eval()
     assert greedy_decode(model, src, BOS, EOS) == body.tolist()
+
+
+@pytest.mark.parametrize("init", ["xavier", "fairseq"])
+def test_initialisation_schemes(init):
+    torch.manual_seed(0)
+    d, ff = 64, 256
+    model = Transformer(model_config("tiny", V, init=init))
+    layer = model.encoder.layers[0]
+    qkv, out, w1, w2 = layer.self_attn.in_proj, layer.self_attn.out_proj, layer.ff.w1, layer.ff.w2
+
+    def fills(weight, bound):  # uniform on ±bound: never beyond it, and close to it somewhere
+        return weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
+
+    assert fills(qkv.weight, (3 / (2 * d)) ** 0.5)  # W^Q, W^K, W^V: Xavier with gain 1/√2 in both schemes
+    assert fills(out.weight, (6 / (2 * d)) ** 0.5) and not out.bias.any()
+    if init == "xavier":
+        assert fills(w1.weight, (6 / (d + ff)) ** 0.5) and fills(w2.weight, (6 / (d + ff)) ** 0.5)
+        assert not qkv.bias.any() and not w1.bias.any() and not w2.bias.any()
+    else:  # fairseq: PyTorch's default nn.Linear initialisation U(±1/√fan_in), biases included
+        assert fills(w1.weight, d**-0.5) and fills(w1.bias, d**-0.5) and fills(qkv.bias, d**-0.5)
+        assert fills(w2.weight, ff**-0.5) and fills(w2.bias, ff**-0.5)
+    with pytest.raises(ValueError, match="unknown init"):
+        model_config("tiny", V, init="kaiming")

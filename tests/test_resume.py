@@ -78,7 +78,7 @@ def test_padding_share_is_reported_per_side():
 
 # ----------------------------------------------------------------------------- end to end, with SIGKILL
 COMMON = ["--vocab-size", "400", "--max-tokens", "256", "--max-len", "64", "--max-steps", "45", "--save-every", "7",
-          "--keep-last", "1", "--log-every", "1", "--val-every", "0", "--warmup", "10"]
+          "--keep-last", "1", "--log-every", "1", "--val-every", "0", "--warmup", "10", "--patience", "50"]
 
 
 def losses(run: Path) -> list[tuple[int, str]]:
@@ -131,6 +131,11 @@ def test_killed_mid_epoch_and_resumed_reproduces_the_uninterrupted_run(killed_an
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # --patience's count (validations without a new best, the best and its update) continued exactly
+    early_a, early_b = a["callbacks"]["EarlyStopping"], b["callbacks"]["EarlyStopping"]
+    assert early_a == early_b and early_a["best_step"] is not None
+    ra, rb = (json.loads((base / run / "results.json").read_text()) for run in ("full", "killed"))
+    assert (ra["stop_reason"], ra["best_step"]) == (rb["stop_reason"], rb["best_step"]) == ("max_steps", early_a["best_step"])
 
 
 def test_a_resumed_run_counts_the_wall_time_of_both_sessions(killed_and_resumed):

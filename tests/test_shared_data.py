@@ -4,15 +4,19 @@ Set ``NMT_SHARED_DATA`` to point elsewhere. These corpora are never copied into 
 do not depend on them.
 """
 
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
+from http_site import REAL_LINES, Site, stanford_files
+from nmt.data.catalog import DATASETS
 from nmt.data.corpus import resolve_corpus
 from nmt.data.datamodule import TranslationData
 from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load
+from nmt.evaluate import extra_scores, scoring_protocol
 
 SHARED = Path(os.environ.get("NMT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -50,3 +54,36 @@ def test_real_corpus_preprocesses_cleanly(name, tmp_path):
     again = TranslationData(corpus, Tokenizer(model), 4096, 256, 1, log=messages.append, cache_root=tmp_path, file_hashes=hashes)
     again.setup()
     assert any("using cached" in m for m in messages)
+
+
+def test_real_iwslt15_dev_and_test_through_the_catalog(tmp_path, monkeypatch):
+    """Stanford's tst2012/tst2013 as distributed, downloaded from a local server and checked by the catalog.
+
+    ``../shared/data/iwslt15-en-vi`` has the real dev and test files but not the training set, so a local
+    server offers them under Stanford's names beside a made-up training set of the real length: the download
+    checks them against the catalog's real line counts (1,553 and 1,268), unchanged.
+    """
+    folder = SHARED / "iwslt15-en-vi"
+    if not (folder / "valid.en").is_file():
+        pytest.skip(f"{folder} is absent (the shared corpora are not part of the repository)")
+    files = stanford_files(REAL_LINES, splits=("train",))
+    for split, stem in (("valid", "tst2012"), ("test", "tst2013")):
+        for lang in ("en", "vi"):
+            files[f"{stem}.{lang}"] = (folder / f"{split}.{lang}").read_bytes()
+    monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("NMT_NO_DOWNLOAD", raising=False)
+    with Site(files) as site:
+        monkeypatch.setenv("NMT_IWSLT15_URL", site.url)
+        corpus = resolve_corpus("iwslt15-en-vi", None, None)
+    valid, test = corpus.read_split("valid"), corpus.read_split("test")
+    assert [len(valid[0]), len(valid[1]), len(test[0]), len(test[1])] == [1_553, 1_553, 1_268, 1_268]
+    assert {Path(p).name: h for p, h in corpus.hashes().items() if "train" not in p} == {
+        name: hashlib.sha256(data).hexdigest() for name, data in files.items() if not name.startswith("train")}
+    assert test[1][0].startswith("Khi tôi còn nhỏ , Tôi nghĩ rằng") and "&quot;" in test[1][0]  # as distributed
+    # the protocol: BLEU on the references' own tokens (tst2013, as IWSLT'15 papers report it)
+    protocol = scoring_protocol(corpus)
+    assert protocol == DATASETS["iwslt15-en-vi"].protocol and protocol.bleu_tokenize == "none"
+    own = extra_scores(protocol, test[1], test[1], corpus.tgt)["tokenized_bleu"]
+    assert own["score"] == pytest.approx(100) and "tok:none" in own["signature"]
+    copy = extra_scores(protocol, test[0], test[1], corpus.tgt)["tokenized_bleu"]  # English as the "translation"
+    assert copy["score"] < 5

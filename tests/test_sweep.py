@@ -19,6 +19,7 @@ import pytest
 from conftest import metrics, synthetic_corpus, train_command
 
 from nmt.report import detectable_difference
+from nmt import sweep as sweep_module
 from nmt.sweep import DIVERGED, FINISHED, FRESH, RESTART, RESUME, Run, main, make_plan, run_state
 
 TESTS = Path(__file__).resolve().parent
@@ -57,6 +58,19 @@ def test_bad_commands_are_refused(capsys):
     assert "unknown skip variant 'no_such_skip'" in capsys.readouterr().err
     assert main(["--skip", "post_ln", "--out", "x", "--dry-run", "--", "--seed", "3"]) == 2
     assert "--seed after --: the sweep sets it" in capsys.readouterr().err
+    assert main(["--skip", "post_ln", "--out", "x", "--dry-run", "--", "--patience", "3"]) == 2
+    assert "--patience after --: the sweep sets it" in capsys.readouterr().err
+
+
+def test_the_budget_flags_reach_every_run_fresh_or_resumed():
+    run, budget = Run("post_ln", 1.0, 2), {"max_steps": 900, "patience": 4, "min_delta": 0.25}
+    for state in (FRESH, RESUME):
+        command = sweep_module.train_command(run, Path("r"), state, None, ["--lr", "1e-3"], budget)
+        tail = command[command.index("--run-dir") + 2:]
+        assert tail == ["--max-steps", "900", "--patience", "4", "--min-delta", "0.25"], state
+    command = sweep_module.train_command(run, Path("r"), FRESH, None, [], {"max_steps": None, "patience": 3,
+                                                                           "min_delta": None})
+    assert command[-2:] == ["--patience", "3"] and "--max-steps" not in command  # None: the preset's own
 
 
 def test_detectable_difference_formulas():
@@ -180,7 +194,10 @@ def test_report_table_and_files(study):
     assert rows["post_ln"][1] == "1" and rows["post_ln"][6:8] == ["2", "0"]  # λ, seeds, diverged
     assert rows["rskip_ln"][1] == "2" and rows["rskip_ln"][6:8] == ["1", "0"]
     assert rows["rskip_ln"][-2].startswith(("+", "-")) and rows["rskip_ln"][-1].strip(" |") != "—"  # Δ and p
-    assert rows[NAN][6:8] == ["1", "1"] and rows[NAN][9] == "—"  # seeds, diverged; no BLEU
+    assert rows[NAN][6:8] == ["1", "1"] and rows[NAN][10] == "—"  # seeds, diverged; no BLEU
+    # how each run ended, seed by seed: its stop reason and last update
+    assert rows["post_ln"][9] == "max_steps @ 80; max_steps @ 80" and rows[NAN][9].startswith("diverged @ ")
+    assert "### Every run" in text and "| post_ln-lambda1-seed2 | " in text
     assert "Smallest Δ BLEU the seed noise lets one detect (two-sided, 5%; n = 2 seeds" in text
     data = json.loads((report / "results.json").read_text())
     assert data["tables"][0]["detectable_difference"]["n"] == 2

@@ -178,3 +178,21 @@ def test_layers_overrides_the_preset(tmp_path, monkeypatch, capsys):
     model = state["hyper_parameters"]["model"]
     assert (model["encoder_layers"], model["decoder_layers"]) == (1, 1)
     assert not any(k.startswith("model.encoder.layers.1.") for k in state["state_dict"])
+
+
+def test_a_run_directory_that_holds_other_files_is_refused(tmp_path, monkeypatch, capsys):
+    """A --run-dir that exists with files in it but no run is not written into: one line, status 2, untouched."""
+    monkeypatch.setenv("NMT_DATA_ROOT", str(tmp_path / "data"))
+    corpus = synthetic_corpus(tmp_path / "small", 60, 10, 10, seed=3)
+    folder = tmp_path / "my-notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine\n")
+    args = ["--data", str(corpus), "--arch", "tiny", "--vocab-size", "400", "--max-tokens", "256", "--max-steps", "1",
+            "--val-every", "0", "--run-dir", str(folder)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"train.py: error: --run-dir {folder} is a folder that holds other files but no run: choose an " \
+                  "empty or new --run-dir"
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    (folder / "notes.txt").unlink()  # an empty folder is a fine place for a new run
+    assert main(args) == 0 and (folder / "results.json").is_file()

@@ -14,9 +14,17 @@ Named datasets (``DATASETS``):
   al. (2017) into German. Looked up in ``data_root()/wmt14-en-de/``; if that folder does not exist it is
   loaded with Hugging Face ``datasets`` (``wmt/wmt14``, config ``de-en``; from the hub or its cache, or
   from a local copy of the hub repository under ``$NMT_HF_MIRROR``) and written there once.
+  If the hub cannot be reached within ``HUB_PROBE_S`` seconds, ``datasets`` looks in its cache only
+  instead of retrying for most of a minute.
 - ``iwslt15-en-vi``: IWSLT'15 English-Vietnamese as preprocessed by Stanford NLP (Luong & Manning 2015),
   133,317 training pairs, tst2012 (valid), tst2013 (test), Moses-tokenized; BLEU on its own tokens.
-  Looked up in ``data_root()/iwslt15-en-vi/``, under the layout names or Stanford's file names.
+  Looked up in ``data_root()/iwslt15-en-vi/``, under the layout names or Stanford's file names; if that
+  folder does not exist, Stanford's six files are downloaded into it (``nmt.data.download``: complete and
+  checked, or not at all), under their own names.
+
+Downloading (from the hub or from Stanford) is turned off by ``download=False`` (train.py's
+``--no-download``) or the environment variable ``NMT_NO_DOWNLOAD=1``: then only local files, the
+``datasets`` cache and ``$NMT_HF_MIRROR`` are used.
 
 Any other folder gets ``default_protocol``: sacreBLEU 13a, and compound-split BLEU when the target
 language is German. A folder whose name is a dataset's name (``.../iwslt15-en-vi``) is that dataset.
@@ -29,13 +37,21 @@ import os
 import shutil
 import socket
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nmt.data.corpus import SPLITS, Corpus, DataError, data_root
+from nmt.data.corpus import SPLITS, Corpus, DataError, data_root, decode_chunk, iter_line_chunks
+from nmt.data.download import DownloadError, fetch_folder, unreachable
 
 HF_MIRROR_ENV = "NMT_HF_MIRROR"
 """Environment variable: a folder holding local copies of hub dataset repositories, as ``DIR/<owner>/<name>``."""
+
+NO_DOWNLOAD_ENV = "NMT_NO_DOWNLOAD"
+"""Environment variable: set (to anything but 0, false, no or nothing), no named dataset is downloaded."""
+
+HUB_PROBE_S = 5
+"""Seconds the Hugging Face hub has to answer before ``datasets`` is told to use its cache only."""
 
 EXTRA_METRICS = {
     "compound_split_bleu": "tokenized BLEU with compound splitting (Vaswani et al. 2017)",
@@ -110,6 +126,24 @@ def default_protocol(tgt: str) -> Protocol:
 
 
 @dataclass(frozen=True)
+class Download:
+    """Where a named dataset's files are downloaded from when its folder is missing, and what they must hold.
+
+    The files are ``<base>/<stem>.<lang>`` with the dataset's own stems (``NamedDataset.other_stems``, the
+    split's name otherwise), kept under those names. Before anything is kept, each file must be valid UTF-8
+    and have its split's number of ``lines`` (the same for both languages, so the two sides are aligned).
+    """
+
+    base_url: str
+    url_env: str  # an environment variable that replaces base_url (a mirror; the tests' local server)
+    lines: tuple[tuple[str, int], ...]  # (split, lines of each of its files)
+    size: str  # how much is downloaded, for people
+
+    def base(self) -> str:
+        return (os.environ.get(self.url_env) or self.base_url).rstrip("/")
+
+
+@dataclass(frozen=True)
 class NamedDataset:
     """A dataset ``--data NAME`` knows: its languages, files, protocol and origin."""
 
@@ -120,6 +154,7 @@ class NamedDataset:
     other_stems: tuple[tuple[str, str], ...] = ()  # (split, file stem) of another accepted naming
     hub: tuple[str, str] | None = None  # (repository, config) on the Hugging Face hub
     hub_splits: tuple[tuple[str, str], ...] = (("train", "train"), ("valid", "validation"), ("test", "test"))
+    download: Download | None = None  # plain files on a web server, fetched when the folder is missing
     get_it: str = ""  # how to obtain the files, one sentence
 
     def folder(self) -> Path:
@@ -213,6 +248,12 @@ DATASETS = {
             ),
             origin="Stanford NLP's IWSLT'15 English-Vietnamese files, https://nlp.stanford.edu/projects/nmt/",
             other_stems=(("valid", "tst2012"), ("test", "tst2013")),
+            download=Download(
+                base_url="https://nlp.stanford.edu/projects/nmt/data/iwslt15.en-vi",
+                url_env="NMT_IWSLT15_URL",
+                lines=(("train", 133_317), ("valid", 1_553), ("test", 1_268)),
+                size="about 32 MB: train.en 13 MB, train.vi 18 MB, the test sets 0.1-0.2 MB each",
+            ),
             get_it=(
                 "download them from https://nlp.stanford.edu/projects/nmt/data/iwslt15.en-vi/ "
                 "(train, tst2012 = valid, tst2013 = test)"
@@ -232,18 +273,83 @@ def protocol_for(folder_name: str, tgt: str) -> Protocol:
     return dataset.protocol.for_target(tgt) if dataset else default_protocol(tgt)
 
 
-def resolve_named(name: str, src: str | None, tgt: str | None) -> Corpus:
-    """A named dataset as a ``Corpus``: from ``data_root()/<name>/``, or fetched there from the hub once."""
+def resolve_named(name: str, src: str | None, tgt: str | None, download: bool = True, wait: bool = False) -> Corpus:
+    """A named dataset as a ``Corpus``: from ``data_root()/<name>/``, or fetched there once.
+
+    ``download=False`` (or ``$NMT_NO_DOWNLOAD``): nothing is downloaded; a hub dataset may still come from
+    the ``datasets`` cache or ``$NMT_HF_MIRROR``. ``wait``: another process of this node fetches the folder
+    (under data parallelism, its first process): wait until it appears instead of fetching it too.
+    """
     dataset = DATASETS[name]
     folder = dataset.folder()
     dataset.direction(src, tgt)  # a bad pair is refused before anything is fetched
     if folder.is_dir():
-        reason = "; remove the folder to have it fetched from the hub" if dataset.hub else ""
+        reason = ("; remove the folder to have it fetched from the hub" if dataset.hub
+                  else "; remove the folder to have it downloaded" if dataset.download else "")
         return dataset.corpus_in(folder, src, tgt, reason)
-    if dataset.hub is None:
+    if dataset.hub is None and dataset.download is None:
         raise DataError(dataset.not_found(folder, f"no folder {folder}/"))
-    write_from_hub(dataset, folder)
+    turned_off = download_turned_off(download)
+    if turned_off and dataset.download is not None:
+        raise DataError(dataset.not_found(folder, f"no folder {folder}/, and downloading is turned off ({turned_off})"))
+    if wait:
+        from nmt.launch import wait_for
+
+        print(f"--data {name}: waiting for the first process of this node to fetch {folder}/", file=sys.stderr,
+              flush=True)
+        wait_for(folder)
+    elif dataset.download is not None:
+        download_named(dataset, folder)
+    else:
+        write_from_hub(dataset, folder, offline=turned_off and f"downloading is turned off ({turned_off})")
     return dataset.corpus_in(folder, src, tgt)
+
+
+def download_turned_off(download: bool = True) -> str | None:
+    """Why downloading is turned off (the flag or the environment variable), or None if it is not."""
+    if not download:
+        return "--no-download"
+    value = os.environ.get(NO_DOWNLOAD_ENV, "")
+    if value.strip().lower() not in ("", "0", "false", "no"):
+        return f"{NO_DOWNLOAD_ENV}={value}"
+    return None
+
+
+def count_lines(path: Path) -> int:
+    """The lines of a text file as the corpus reader splits them; DataError naming file and line if not UTF-8."""
+    return sum(len(decode_chunk(path, first, raw)) for first, raw in iter_line_chunks(path))
+
+
+def download_named(dataset: NamedDataset, folder: Path, lines: dict[str, int] | None = None) -> dict:
+    """Download ``dataset``'s files into ``folder``, which then exists complete and checked, or not at all.
+
+    ``lines``: how many lines each split's files must have; the dataset's own counts unless given (tests
+    serve smaller files). Returns what ``origin.json`` holds (base URL, each file's URL, size and SHA-256).
+    A failure raises DataError: one line saying that the download was tried, why it failed, and where
+    to put the files by hand.
+    """
+    spec = dataset.download
+    expected = dict(spec.lines if lines is None else lines)
+    stems = dict(dataset.other_stems)
+    base = spec.base()
+    files, wanted = [], {}
+    for split in SPLITS:
+        for lang in dataset.languages:
+            name = f"{stems.get(split, split)}.{lang}"
+            files.append((f"{base}/{name}", name))
+            wanted[name] = expected[split]
+
+    def check(path: Path) -> None:
+        found = count_lines(path)
+        if found != wanted[path.name]:
+            raise DataError(f"{path} has {found:,} lines, expected {wanted[path.name]:,}")
+
+    print(f"--data {dataset.name}: downloading {len(files)} files ({spec.size}) from {base}/ into {folder}/",
+          file=sys.stderr, flush=True)
+    try:
+        return fetch_folder(files, folder, check, origin={"dataset": dataset.name, "url": base})
+    except DownloadError as e:
+        raise DataError(dataset.not_found(folder, f"no folder {folder}/, and downloading it failed: {e}")) from None
 
 
 def hub_location(dataset: NamedDataset) -> str:
@@ -261,22 +367,77 @@ def hub_location(dataset: NamedDataset) -> str:
     return str(local)
 
 
-def load_from_hub(dataset: NamedDataset):
-    """The hub dataset as a ``datasets.DatasetDict``, or DataError saying where else to get it."""
+def hub_offline_by_user() -> bool:
+    """The user has put ``datasets`` and ``huggingface_hub`` offline (``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE``)."""
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_unreachable(repo: str) -> str | None:
+    """Why the Hugging Face hub (``$HF_ENDPOINT``, default huggingface.co) cannot be reached, or None if it answers.
+
+    Asked within ``HUB_PROBE_S`` seconds: ``datasets`` itself would retry for most of a minute before failing.
+    """
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    problem = unreachable(f"{endpoint}/api/datasets/{repo}", HUB_PROBE_S)
+    return f"the Hugging Face hub {endpoint} cannot be reached ({problem})" if problem else None
+
+
+@contextmanager
+def hub_offline(on: bool = True):
+    """``datasets`` and ``huggingface_hub`` in offline mode (their cache only) while inside, if ``on``.
+
+    Their offline switches are read from the environment when they are imported; this sets the values they
+    consult at each call (``datasets.config.HF_HUB_OFFLINE``, ``huggingface_hub.constants.HF_HUB_OFFLINE``)
+    and puts them back afterwards.
+    """
+    if not on:
+        yield
+        return
+    import datasets.config
+    import huggingface_hub.constants
+
+    switches = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
+                (huggingface_hub.constants, "HF_HUB_OFFLINE")]
+    saved = [(module, name, getattr(module, name)) for module, name in switches if hasattr(module, name)]
+    for module, name, _ in saved:
+        setattr(module, name, True)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def load_from_hub(dataset: NamedDataset, offline: str | None = None):
+    """The hub dataset as a ``datasets.DatasetDict``, or DataError saying where else to get it.
+
+    ``offline``: why the hub must not be asked (downloading turned off); ``datasets`` then uses its cache
+    only. The hub is also left alone when it does not answer within ``HUB_PROBE_S`` seconds.
+    """
     location = hub_location(dataset)
     try:
         import datasets
     except ImportError:
         raise DataError(dataset.not_found(dataset.folder(), "not found, and the datasets package is not installed")) from None
     config = dataset.hub[1]
+    from_hub = location == dataset.hub[0]
+    if from_hub and offline is None and not hub_offline_by_user():
+        offline = hub_unreachable(location)
+        if offline:
+            print(f"--data {dataset.name}: {offline}: looking in the datasets cache only", file=sys.stderr, flush=True)
     # A local copy may hold this config's files only; datasets picks the file format from the first config
     # in README.md, so it is told this config's files (the hub's parquet layout: <config>/<split>-*).
-    files = None if location == dataset.hub[0] else {s: f"{config}/{s}-*" for _, s in dataset.hub_splits}
+    files = None if from_hub else {s: f"{config}/{s}-*" for _, s in dataset.hub_splits}
     try:
-        loaded = datasets.load_dataset(location, config, data_files=files)
+        with hub_offline(from_hub and offline is not None):
+            loaded = datasets.load_dataset(location, config, data_files=files)
     except Exception as e:  # datasets raises many kinds (offline, missing files, bad metadata): all mean "not here"
-        detail = (str(e).strip().splitlines() or [""])[0][:300]
-        why = f"not found locally, and loading {location} ({config}) failed: {type(e).__name__}: {detail}"
+        if from_hub and offline:
+            detail = f"{offline}, and the datasets cache holds no copy"
+        else:
+            detail = f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0][:300]
+        why = f"not found locally, and loading {location} ({config}) failed: {detail}"
         raise DataError(dataset.not_found(dataset.folder(), why)) from None
     for _, hub_split in dataset.hub_splits:
         feature = loaded[hub_split].features.get("translation") if hub_split in loaded else None
@@ -287,18 +448,20 @@ def load_from_hub(dataset: NamedDataset):
     return loaded
 
 
-def write_from_hub(dataset: NamedDataset, folder: Path, batch_size: int | None = None) -> dict:
+def write_from_hub(dataset: NamedDataset, folder: Path, batch_size: int | None = None,
+                   offline: str | None = None) -> dict:
     """Load ``dataset`` from the hub and write it into ``folder`` as the ``--data DIR`` layout, once.
 
     Streamed in batches of ``batch_size`` rows (default ``HUB_BATCH_ROWS``), so memory does not grow with
     the corpus. Line breaks inside a sentence (any character in ``LINE_BREAKS``) become a space, and
     missing sentences an empty line, so the files stay line-aligned; both are counted in ``origin.json``. The files are written
     into a temporary sibling folder which is then renamed, so ``folder`` is either complete or absent;
-    if another process got there first, its copy is kept. Returns what ``origin.json`` holds.
+    if another process got there first, its copy is kept. Returns what ``origin.json`` holds. ``offline``: see
+    ``load_from_hub``.
     """
     import pyarrow.compute as pc
 
-    loaded = load_from_hub(dataset)
+    loaded = load_from_hub(dataset, offline)
     batch_size = batch_size or HUB_BATCH_ROWS
     print(f"--data {dataset.name}: writing {hub_location(dataset)} ({dataset.hub[1]}) to {folder}/ (once)",
           file=sys.stderr, flush=True)

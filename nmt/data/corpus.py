@@ -202,13 +202,15 @@ def languages_in(folder: Path) -> list[str]:
     return sorted(p.suffix[1:] for p in folder.glob("train.*") if p.suffix[1:])
 
 
-def resolve_corpus(data: str, src: str | None, tgt: str | None) -> Corpus:
+def resolve_corpus(data: str, src: str | None, tgt: str | None, download: bool = True, wait: bool = False) -> Corpus:
     """Turn ``--data`` (``toy``, a folder, or a name) and ``--src/--tgt`` into a checked ``Corpus``.
 
     The toy corpus is generated into ``data/toy-en-de`` the first time it is asked for. A ``data`` that
     is no folder is looked up as a dataset name (``nmt.data.catalog``, e.g. ``wmt14-en-de``), then as a
     folder ``data_root()/<data>``. A folder named after a dataset is that dataset (its languages,
-    file names and scoring protocol).
+    file names and scoring protocol). A named dataset whose folder is missing is fetched into it, unless
+    ``download`` is False (``--no-download``); with ``wait``, another process of the node fetches it and
+    this one waits for it (see ``catalog.resolve_named``).
     """
     if data == TOY:
         from nmt.data import synthetic
@@ -227,7 +229,7 @@ def resolve_corpus(data: str, src: str | None, tgt: str | None) -> Corpus:
     folder = Path(data)
     if not folder.is_dir():
         if data in catalog.DATASETS:
-            return catalog.resolve_named(data, src, tgt)
+            return catalog.resolve_named(data, src, tgt, download=download, wait=wait)
         folder = data_root() / data
         if not folder.is_dir():
             raise DataError(
