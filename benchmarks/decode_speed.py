@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nmt.bench import decode_translator  # noqa: E402  (the model and lines, shared with python -m nmt.bench)
-from nmt.data.corpus import resolve_corpus  # noqa: E402
+from nmt.data.catalog import resolve_corpus  # noqa: E402
 
 
 def main() -> None:

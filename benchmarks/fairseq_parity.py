@@ -77,7 +77,8 @@ def translate_splits(args, folder: Path, env: dict) -> None:
 
 
 def translate_run(folder: Path, data: str) -> None:
-    from nmt.data.corpus import read_lines, resolve_corpus
+    from nmt.data.catalog import resolve_corpus
+    from nmt.data.corpus import read_lines
     from nmt.translate import Translator
 
     corpus = resolve_corpus(data, None, None)
@@ -94,7 +95,8 @@ def translate_run(folder: Path, data: str) -> None:
 def score(args, hyp_file: Path, split: str) -> dict:
     import sacrebleu
 
-    from nmt.data.corpus import read_lines, resolve_corpus
+    from nmt.data.catalog import resolve_corpus
+    from nmt.data.corpus import read_lines
 
     corpus = resolve_corpus(args.data, None, None)
     bleu = sacrebleu.BLEU().corpus_score(read_lines(hyp_file), [read_lines(corpus.file(split, corpus.tgt))])

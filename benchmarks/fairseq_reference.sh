@@ -47,7 +47,8 @@ import sys
 from pathlib import Path
 
 from nmt.bench import load_tokenizer
-from nmt.data.corpus import read_lines, resolve_corpus
+from nmt.data.catalog import resolve_corpus
+from nmt.data.corpus import read_lines
 
 data, vocab, work = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 corpus = resolve_corpus(data, None, None)
@@ -108,7 +109,8 @@ from pathlib import Path
 import sacrebleu
 
 from nmt.bench import load_tokenizer
-from nmt.data.corpus import read_lines, resolve_corpus
+from nmt.data.catalog import resolve_corpus
+from nmt.data.corpus import read_lines
 
 data, vocab, work, subset = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 corpus = resolve_corpus(data, None, None)

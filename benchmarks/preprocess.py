@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nmt.bench import reset_peak_memory, vm_hwm_mb  # noqa: E402
-from nmt.data.corpus import data_root, resolve_corpus  # noqa: E402
+from nmt.data.catalog import resolve_corpus  # noqa: E402
+from nmt.data.corpus import data_root  # noqa: E402
 from nmt.data.datamodule import TranslationData  # noqa: E402
 from nmt.data.encoded import default_workers  # noqa: E402
 from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load  # noqa: E402

@@ -29,27 +29,15 @@ from pathlib import Path
 
 import torch
 
-from nmt.checkpoint import atomic_torch_save, periodic_checkpoints
+from nmt.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, periodic_checkpoints
 
 DROPPED = ("optimizer_states", "lr_schedulers")  # training state: an average is not a point on the trajectory
 
 
 class AverageError(ValueError):
-    """Checkpoints that cannot be averaged (missing, unreadable, of different models); the message names the files."""
+    """Checkpoints that cannot be averaged together (of different models, too few); the message names the files.
 
-
-def _load(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise AverageError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own files: they hold bytes and dicts
-    except Exception as e:  # noqa: BLE001  (truncated, corrupt, not a torch file: whatever torch.load raises)
-        detail = " ".join(str(e).split())[:200]
-        raise AverageError(f"{path}: cannot be loaded, truncated or corrupt? ({type(e).__name__}: {detail})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise AverageError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    return ckpt
+    A file that is missing or does not load raises ``nmt.checkpoint.CheckpointError``."""
 
 
 def _model_hparams(ckpt: dict):
@@ -109,18 +97,18 @@ def average_checkpoints(paths: list[Path]) -> dict:
     checkpoint dict: the newest checkpoint's entries (highest ``global_step``, the first given on a tie)
     without ``optimizer_states`` and ``lr_schedulers``, with the averaged ``state_dict``,
     ``averaged_from`` (the paths, as strings, in the order given) and the newest ``global_step``.
-    Integer/boolean tensors are copied (they must be identical). Raises ``AverageError`` for a missing or
-    unloadable file and for checkpoints of different models.
+    Integer/boolean tensors are copied (they must be identical). Raises ``CheckpointError`` for a missing or
+    unloadable file and ``AverageError`` for checkpoints of different models.
     """
     paths = [Path(p) for p in paths]
     if not paths:
         raise AverageError("no checkpoints to average")
-    ref_path, ref = paths[0], _load(paths[0])
+    ref_path, ref = paths[0], load_checkpoint(paths[0])
     sums = {k: v.to(torch.complex128 if v.is_complex() else torch.float64, copy=True)
             for k, v in ref["state_dict"].items() if isinstance(v, torch.Tensor) and _averaged(v)}
     newest = {k: v for k, v in ref.items() if k != "state_dict"}
     for path in paths[1:]:
-        ckpt = _load(path)
+        ckpt = load_checkpoint(path)
         _check_same_model(ref_path, ref, path, ckpt)
         for key, acc in sums.items():
             acc += ckpt["state_dict"][key]
@@ -182,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             raise AverageError(f"--output {args.output} is one of the checkpoints to average")
         averaged = average_checkpoints(paths)
         atomic_torch_save(averaged, args.output)
-    except (AverageError, OSError) as e:
+    except (AverageError, CheckpointError, OSError) as e:
         print(f"nmt.average: error: {e}", file=sys.stderr)
         return 2
     print(f"averaged {len(paths)} checkpoints (newest at step {averaged['global_step']}) into {args.output}")

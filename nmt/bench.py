@@ -158,7 +158,7 @@ def load_tokenizer(corpus, vocab_size: int, log=lambda m: None):
 
 def training_batches(data_dir: str, vocab_size: int, max_tokens: int, n: int, seed: int = 1, src=None, tgt=None):
     """(tokenizer, ``n`` training batches) as train.py's data pipeline gives them (epoch 0 order, cycled if short)."""
-    from nmt.data.corpus import resolve_corpus
+    from nmt.data.catalog import resolve_corpus
     from nmt.data.datamodule import TranslationData
 
     corpus = resolve_corpus(data_dir, src, tgt)
@@ -374,7 +374,8 @@ def decode_translator(decode_data: str, run: str | None, arch: str, vocab_size: 
                       lam: float = 1.0, device: str = "cpu", layers: int | None = None):
     """(translator, test source lines, description): a trained run, or an untrained model with output length =
     source length."""
-    from nmt.data.corpus import read_lines, resolve_corpus
+    from nmt.data.catalog import resolve_corpus
+    from nmt.data.corpus import read_lines
     from nmt.model import Transformer, model_config
     from nmt.translate import Translator
 

@@ -5,8 +5,11 @@ the target (an atomic operation on POSIX file systems) and the folder is fsync'e
 itself survives a crash. Until the rename, the previous checkpoint of that name is untouched; if the
 write fails (a full disk, say) the temporary file is removed and the error names the checkpoint.
 
-``read_checkpoint`` and ``newest_valid_checkpoint`` tell a resumable checkpoint from a truncated,
-corrupt or weights-only file, so that ``--resume`` can fall back to the newest valid one.
+Every checkpoint file is read through ``load_checkpoint``: a missing, truncated, corrupt or foreign file
+raises ``CheckpointError``, one line naming the file ("checkpoint PATH is WHY"). ``read_checkpoint`` and
+``newest_valid_checkpoint`` tell a resumable checkpoint from a truncated, corrupt or weights-only file, so
+that ``--resume`` can fall back to the newest valid one; ``find_checkpoint`` is the file a run directory
+means (``python -m nmt.translate RUN``, ``evaluate.py``).
 """
 
 from __future__ import annotations
@@ -123,24 +126,66 @@ RESUMABLE_KEYS = ("state_dict", "global_step", "epoch", "loops", "optimizer_stat
 """What Lightning needs to resume training from a checkpoint (a weights-only file lacks the last four)."""
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict | None, str | None]:
-    """Load ``path`` on the CPU: ``(checkpoint, None)``, or ``(None, why it cannot be resumed from)``."""
+class CheckpointError(Exception):
+    """A checkpoint file that is missing, unreadable or not what it must be.
+
+    ``reason`` completes "checkpoint PATH is ..." (``missing``, ``unreadable, truncated or corrupt (...)``,
+    ``not a Lightning checkpoint (...)``, ...), which is the message.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"checkpoint {path} is {reason}")
+
+
+def load_checkpoint(path: str | os.PathLike, resumable: bool = False) -> dict:
+    """The checkpoint dict saved at ``path``, loaded on the CPU; raises ``CheckpointError`` (one line) otherwise.
+
+    It must be a Lightning checkpoint with a ``state_dict``; with ``resumable``, also what training needs to
+    continue from it (``RESUMABLE_KEYS``, an integer ``global_step``).
+    """
     path = Path(path)
     if not path.is_file():
-        return None, "missing"
+        raise CheckpointError(path, "missing")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own files
-    except Exception as e:  # a truncated zip, garbage bytes, a bad pickle: each library raises its own kind
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own files: they hold bytes and dicts
+    except Exception as e:  # noqa: BLE001 (a truncated zip, garbage bytes, a bad pickle: each library its own kind)
         detail = (str(e).strip().splitlines() or [""])[0][:200]
-        return None, f"unreadable, truncated or corrupt ({type(e).__name__}: {detail})"
+        raise CheckpointError(path, f"unreadable, truncated or corrupt ({type(e).__name__}: {detail})") from None
     if not isinstance(ckpt, dict):
-        return None, f"not a Lightning checkpoint (holds a {type(ckpt).__name__})"
-    missing = [k for k in RESUMABLE_KEYS if k not in ckpt]
-    if missing:
-        return None, f"not a resumable checkpoint (no {', '.join(missing)})"
-    if not isinstance(ckpt["global_step"], int):
-        return None, f"not a resumable checkpoint (global_step is {ckpt['global_step']!r})"
-    return ckpt, None
+        raise CheckpointError(path, f"not a Lightning checkpoint (holds a {type(ckpt).__name__})")
+    if resumable:
+        missing = [k for k in RESUMABLE_KEYS if k not in ckpt]
+        if missing:
+            raise CheckpointError(path, f"not a resumable checkpoint (no {', '.join(missing)})")
+        if not isinstance(ckpt["global_step"], int):
+            raise CheckpointError(path, f"not a resumable checkpoint (global_step is {ckpt['global_step']!r})")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(path, "not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """A resumable checkpoint: ``(checkpoint, None)``, or ``(None, why it cannot be resumed from)``."""
+    try:
+        return load_checkpoint(path, resumable=True), None
+    except CheckpointError as e:
+        return None, e.reason
+
+
+def find_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
+    """The checkpoint file meant by a run directory (its ``best`` or ``last``) or a file path."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "checkpoints"
+        for name in ([which] if which != "best" else ["best", "last"]):  # a run without validation has no best
+            candidate = folder / f"{name}.ckpt"
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(folder / f"{which}.ckpt", "missing")
+    if not path.is_file():
+        raise CheckpointError(path, "missing (neither a checkpoint file nor a run directory)")
+    return path
 
 
 def newest_valid_checkpoint(

@@ -30,6 +30,7 @@ import statistics
 from dataclasses import dataclass
 
 from nmt.evaluate import BASELINE, RunScore
+from nmt.tables import cell, markdown_table
 
 Z_975 = 1.95996
 ALPHA = 0.05
@@ -87,31 +88,32 @@ def decide(comparison: Comparison, scores: list[RunScore], bootstrap: int = 1000
     row = {"claim": comparison.claim, "better": _cell(comparison.better), "worse": _cell(comparison.worse),
            "delta_bleu": None, "p_value_max": None, "seeds": 0, "noise_threshold": None, "verdict": "not resolved",
            "why": ""}
-    ok_b = {k: s for k, s in better.items() if not s.diverged}
-    ok_w = {k: s for k, s in worse.items() if not s.diverged}
+    trained_better = {k: s for k, s in better.items() if not s.diverged}
+    trained_worse = {k: s for k, s in worse.items() if not s.diverged}
     if not better or not worse:
         row["why"] = "a cell has no runs"
         return row
-    if not ok_b or not ok_w:
-        if ok_b or ok_w:
-            row["verdict"] = "supported" if ok_b else "contradicted"
-            row["why"] = f"every run of {_cell(comparison.worse if ok_b else comparison.better)} diverged"
+    if not trained_better or not trained_worse:
+        if trained_better or trained_worse:
+            row["verdict"] = "supported" if trained_better else "contradicted"
+            row["why"] = f"every run of {_cell(comparison.worse if trained_better else comparison.better)} diverged"
         else:
             row["why"] = "both cells diverged in every run"
         return row
-    seeds = sorted(set(ok_b) & set(ok_w))
+    seeds = sorted(set(trained_better) & set(trained_worse))
     if not seeds:
         row["why"] = "no seed trained in both cells"
         return row
-    delta = statistics.fmean(ok_b[s].bleu - ok_w[s].bleu for s in seeds)
-    ps = []
+    delta = statistics.fmean(trained_better[s].bleu - trained_worse[s].bleu for s in seeds)
+    p_values = []
     for s in seeds:  # one-sided, in the direction the runs point to
-        a, b = (ok_w[s], ok_b[s]) if delta >= 0 else (ok_b[s], ok_w[s])
-        ps.append(paired_bootstrap(a.hypotheses, b.hypotheses, b.references, n=bootstrap, seed=s)["p_value"])
+        base, system = (trained_worse[s], trained_better[s]) if delta >= 0 else (trained_better[s], trained_worse[s])
+        p_values.append(paired_bootstrap(base.hypotheses, system.hypotheses, system.references, n=bootstrap,
+                                         seed=s)["p_value"])
     sigma = seed_sigma(scores)
     threshold = Z_975 * sigma * math.sqrt(2 / len(seeds)) if sigma is not None else None
-    row.update(delta_bleu=delta, p_value_max=max(ps), seeds=len(seeds), noise_threshold=threshold)
-    test_set_ok = max(ps) < ALPHA
+    row.update(delta_bleu=delta, p_value_max=max(p_values), seeds=len(seeds), noise_threshold=threshold)
+    test_set_ok = max(p_values) < ALPHA
     seed_ok = threshold is not None and abs(delta) > threshold
     if test_set_ok and seed_ok:
         row["verdict"] = "supported" if delta > 0 else "contradicted"
@@ -136,12 +138,7 @@ def markdown(rows: list[dict]) -> str:
     if not rows:
         return ("No claim of the paper can be checked: the study lacks the cells they compare (skip and xskip, "
                 "xskip and xskip_ln, or rskip_ln and post_ln).")
-    lines = ["| the paper's claim | A | B | Δ BLEU (A − B) | seeds | p (max) | seed noise | this study |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        delta = "—" if r["delta_bleu"] is None else f"{r['delta_bleu']:+.2f}"
-        p = "—" if r["p_value_max"] is None else f"{r['p_value_max']:.3f}"
-        noise = "—" if r["noise_threshold"] is None else f"{r['noise_threshold']:.2f}"
-        lines.append(f"| {r['claim']} | {r['better']} | {r['worse']} | {delta} | {r['seeds']} | {p} | {noise} | "
-                     f"**{r['verdict']}** ({r['why']}) |")
-    return "\n".join(lines)
+    head = ["the paper's claim", "A", "B", "Δ BLEU (A − B)", "seeds", "p (max)", "seed noise", "this study"]
+    return markdown_table(head, [[r["claim"], r["better"], r["worse"], cell(r["delta_bleu"], "+.2f"), str(r["seeds"]),
+                                  cell(r["p_value_max"], ".3f"), cell(r["noise_threshold"], ".2f"),
+                                  f"**{r['verdict']}** ({r['why']})"] for r in rows])

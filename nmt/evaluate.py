@@ -3,7 +3,7 @@
 For every run directory: load its best checkpoint (or the average of its last N periodic checkpoints),
 translate the split with beam search, and score it with sacreBLEU (13a, cased, detokenized output
 against the raw references) and chrF++, keeping their signatures, plus the extra scores of the corpus's
-evaluation protocol (``nmt.data.catalog.Protocol``): for WMT'14 EN-DE, and any corpus into German, the
+evaluation protocol (``nmt.data.protocol.Protocol``): for WMT'14 EN-DE, and any corpus into German, the
 literature's tokenized BLEU with compound splitting (what Vaswani et al.'s 27.3/28.4 are); for IWSLT'15
 EN-VI, distributed tokenized, the BLEU of its own tokens. ``--tokenized`` forces the latter protocol on
 any corpus. The protocol is stated with the scores. Hypotheses are written next to the scores.
@@ -32,9 +32,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
+from nmt.config import ConfigError, TrainConfig, read_saved_config
+from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.residual import BASELINE, variant_order
+from nmt.tables import MISSING, cell, markdown_table
 
 
 @dataclass
@@ -58,7 +59,7 @@ class RunScore:
     chrf_signature: str
     extra: dict = field(default_factory=dict)  # protocol-specific scores (e.g. compound-split BLEU)
     comparable: str = ""  # key of the set of runs this one may be compared with
-    protocol: dict = field(default_factory=dict)  # the scoring protocol (nmt.data.catalog.Protocol.to_dict())
+    protocol: dict = field(default_factory=dict)  # the scoring protocol (nmt.data.protocol.Protocol.to_dict())
     hypotheses: list[str] = field(default_factory=list, repr=False)
     references: list[str] = field(default_factory=list, repr=False)
     diverged_at_step: int | None = None  # the update where the divergence began, when known
@@ -67,16 +68,14 @@ class RunScore:
     best_step: int | None = None  # the update of the best validation BLEU
     last_step: int | None = None  # the last update trained
 
+    def record(self) -> dict:
+        """Everything but the hypotheses and references: what results.json says of the run."""
+        return {k: v for k, v in asdict(self).items() if k not in ("hypotheses", "references")}
 
-class SkipRun(Exception):
-    """A run that cannot be evaluated; the message says why."""
 
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise SkipRun(f"{path}: {e}") from None
+class RunNotEvaluable(Exception):
+    """A run directory that cannot be evaluated (incomplete, unfinished, no loadable checkpoint); the message
+    says why."""
 
 
 def read_results(run: Path) -> dict:
@@ -111,7 +110,7 @@ def _diverged(run: Path) -> tuple[bool, int | None]:
 
 def scoring_protocol(corpus, tokenized: bool = False):
     """The protocol a corpus is scored with; ``tokenized`` (``--tokenized``) forces BLEU on its own tokens."""
-    from nmt.data.catalog import Protocol
+    from nmt.data.protocol import Protocol
 
     if tokenized:
         return Protocol(corpus.protocol.test_set, bleu_tokenize="none", extra=("tokenized_bleu",))
@@ -129,83 +128,112 @@ def extra_scores(protocol, hyps: list[str], refs: list[str], tgt: str) -> dict:
     return {name: metrics[name]() for name in protocol.extra}
 
 
-def evaluate_run(run: Path, args: argparse.Namespace) -> RunScore:
-    """Translate and score one run; raises SkipRun when it cannot be evaluated."""
-    from nmt.average import average_checkpoints, last_checkpoints
-    from nmt.data.corpus import DataError, resolve_corpus
+def evaluate_run(run: Path, settings: EvalSettings, scoring: ScoringSettings,
+                 data: str | None = None, tokenized: bool = False) -> RunScore:
+    """Translate and score one run on ``data`` (default: its own corpus); raises RunNotEvaluable when it cannot be
+    evaluated. ``tokenized``: score the corpus as distributed tokenized (``--tokenized``)."""
     from nmt.metrics import chrf_pp_score, sacrebleu_score
-    from nmt.translate import CheckpointError, Translator, find_checkpoint, load_checkpoint
 
-    if not (run / "config.yaml").is_file():
-        raise SkipRun(f"{run}: no config.yaml (not a run directory, or an incomplete one)")
     record = read_results(run)
-    if record.get("finished") is False and not record.get("diverged"):
-        raise SkipRun(f"{run}: training was stopped by {record.get('stopped', 'a signal')} at update "
-                      f"{record.get('steps', '?')} and has not finished; resume it with python train.py --resume "
-                      f"--run-dir {run}")
-    cfg = _read_yaml(run / "config.yaml")
-    try:
-        if args.average_last:
-            files = last_checkpoints(run, args.average_last)
-            ckpt, described = average_checkpoints(files), f"average of {', '.join(p.name for p in files)}"
-            file = files[-1]
-        else:
-            file = find_checkpoint(run, "best")
-            ckpt, described = load_checkpoint(file), file.name
-        translator = Translator.from_checkpoint(ckpt, file)
-    except (CheckpointError, ValueError, OSError) as e:
-        raise SkipRun(str(e)) from None
-
-    try:
-        corpus = resolve_corpus(args.data or cfg["data"], cfg.get("src"), cfg.get("tgt"))
-        sources, refs = corpus.read_split(args.split)
-    except DataError as e:
-        raise SkipRun(f"{run}: {e}") from None
-    if args.limit:
-        sources, refs = sources[: args.limit], refs[: args.limit]
-
-    hyps = translator.translate(sources, beam=args.beam, lenpen=args.lenpen, lenpen_style=args.lenpen_style)
+    cfg = _evaluable_config(run, record)
+    ckpt, translator, described = _load_weights(run, settings.average_last)
+    corpus, sources, refs = _read_split(run, cfg, data, scoring)
+    hyps = translator.translate(sources, **settings.decoding())
     bleu, chrf = sacrebleu_score(hyps, refs), chrf_pp_score(hyps, refs)
-    scoring = scoring_protocol(corpus, args.tokenized)
-    extra = extra_scores(scoring, hyps, refs, corpus.tgt)
-
-    prov = {}
-    if (run / "provenance.json").is_file():
-        prov = json.loads((run / "provenance.json").read_text())
-    results = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
-    ref_hash = hashlib.sha256("\n".join(refs).encode()).hexdigest()[:12]
-    spm_hash = prov.get("spm_model_sha256", hashlib.sha256(translator.tokenizer.model_bytes).hexdigest())[:12]
-    protocol = f"{args.split}:{ref_hash}|spm:{spm_hash}|beam{args.beam}|lp{args.lenpen_style}{args.lenpen:g}|{scoring.key()}"
-    if args.limit:
-        protocol += f"|first{args.limit}"
+    protocol = scoring_protocol(corpus, tokenized)
     diverged, diverged_at = _diverged(run)
     return RunScore(
         run=str(run),
-        skip=cfg.get("skip", "?"),
-        lam=float(cfg.get("lam", 1.0)),
-        seed=int(cfg.get("seed", 0)),
-        arch=cfg.get("arch", "?"),
+        skip=cfg.skip,
+        lam=cfg.lam,
+        seed=cfg.seed,
+        arch=cfg.arch,
         parameters=translator.model.num_parameters(),  # parameters only, not buffers (Admin's init flag)
         updates=int(ckpt.get("global_step", 0)),
         tokens_seen=int(ckpt.get("tokens_seen", 0)),
-        wall_time_s=results.get("wall_time_s"),
+        wall_time_s=record.get("wall_time_s"),
         diverged=diverged,
         diverged_at_step=diverged_at,
         skipped_updates=int(ckpt.get("nonfinite", {}).get("skipped", 0)),
-        stop_reason=results.get("stop_reason") or ("diverged" if diverged else None),
-        best_step=results.get("best_step"),
-        last_step=results.get("steps"),
+        stop_reason=record.get("stop_reason") or ("diverged" if diverged else None),
+        best_step=record.get("best_step"),
+        last_step=record.get("steps"),
         checkpoint=described,
         bleu=bleu["score"],
         bleu_signature=bleu["signature"],
         chrf=chrf["score"],
         chrf_signature=chrf["signature"],
-        extra=extra,
-        comparable=protocol,
-        protocol=scoring.to_dict(),
+        extra=extra_scores(protocol, hyps, refs, corpus.tgt),
+        comparable=comparability_key(run, refs, translator.tokenizer.model_bytes, settings, scoring, protocol),
+        protocol=protocol.to_dict(),
         hypotheses=hyps,
         references=refs,
     )
+
+
+def _evaluable_config(run: Path, record: dict) -> TrainConfig:
+    """The run's config.yaml; raises RunNotEvaluable for a folder that is no run or, by its results.json
+    ``record``, a run that has not finished."""
+    if not (run / "config.yaml").is_file():
+        raise RunNotEvaluable(f"{run}: no config.yaml (not a run directory, or an incomplete one)")
+    if record.get("finished") is False and not record.get("diverged"):
+        raise RunNotEvaluable(f"{run}: training was stopped by {record.get('stopped', 'a signal')} at update "
+                              f"{record.get('steps', '?')} and has not finished; resume it with python train.py "
+                              f"--resume --run-dir {run}")
+    try:
+        return read_saved_config(run / "config.yaml")
+    except ConfigError as e:
+        raise RunNotEvaluable(str(e)) from None
+
+
+def _load_weights(run: Path, average_last: int):
+    """(checkpoint dict, its Translator, how it is described in the tables): the run's best.ckpt, or with
+    ``average_last`` N > 0 the average of its last N periodic checkpoints."""
+    from nmt.average import average_checkpoints, last_checkpoints
+    from nmt.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+    from nmt.translate import Translator
+
+    try:
+        if average_last:
+            files = last_checkpoints(run, average_last)
+            ckpt, described = average_checkpoints(files), f"average of {', '.join(p.name for p in files)}"
+            file = files[-1]
+        else:
+            file = find_checkpoint(run, "best")
+            ckpt, described = load_checkpoint(file), file.name
+        return ckpt, Translator.from_checkpoint(ckpt, file), described
+    except (CheckpointError, ValueError, OSError) as e:
+        raise RunNotEvaluable(str(e)) from None
+
+
+def _read_split(run: Path, cfg: TrainConfig, data: str | None, scoring: ScoringSettings):
+    """(corpus, source lines, reference lines) of the split to score: ``data`` or the run's own corpus."""
+    from nmt.data.catalog import resolve_corpus
+    from nmt.data.corpus import DataError
+
+    try:
+        corpus = resolve_corpus(data or cfg.data, cfg.src, cfg.tgt)
+        sources, refs = corpus.read_split(scoring.split)
+    except DataError as e:
+        raise RunNotEvaluable(f"{run}: {e}") from None
+    if scoring.limit:
+        sources, refs = sources[: scoring.limit], refs[: scoring.limit]
+    return corpus, sources, refs
+
+
+def comparability_key(run: Path, refs: list[str], spm_model: bytes, settings: EvalSettings,
+                      scoring: ScoringSettings, protocol) -> str:
+    """What runs must share to be compared in one table: the references, the SentencePiece model (the run's
+    provenance says which, else ``spm_model`` is hashed), the decoding and the scoring protocol (e.g.
+    ``test:21a592d6b528|spm:c23df4705086|beam4|lpgnmt0.6|tok:13a``)."""
+    provenance = {}
+    if (run / "provenance.json").is_file():
+        provenance = json.loads((run / "provenance.json").read_text())
+    ref_hash = hashlib.sha256("\n".join(refs).encode()).hexdigest()[:12]
+    spm_hash = provenance.get("spm_model_sha256", hashlib.sha256(spm_model).hexdigest())[:12]
+    key = (f"{scoring.split}:{ref_hash}|spm:{spm_hash}|beam{settings.beam}|lp{settings.lenpen_style}"
+           f"{settings.lenpen:g}|{protocol.key()}")
+    return key + (f"|first{scoring.limit}" if scoring.limit else "")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -224,9 +252,9 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
     baseline = {s.seed: s for s in groups.get((BASELINE, 1.0), []) if not s.diverged}
     rows = []
     for (skip, lam), runs in sorted(groups.items(), key=lambda kv: variant_order(*kv[0])):
-        ok = [r for r in runs if not r.diverged]
-        bleu_mean, bleu_std = _mean_std([r.bleu for r in ok])
-        chrf_mean, _ = _mean_std([r.chrf for r in ok])
+        trained = [r for r in runs if not r.diverged]
+        bleu_mean, bleu_std = _mean_std([r.bleu for r in trained])
+        chrf_mean, _ = _mean_std([r.chrf for r in trained])
         row = {
             "variant": skip,
             "lambda": lam,
@@ -235,7 +263,7 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
             "tokens_seen": round(statistics.fmean(r.tokens_seen for r in runs)),
             "wall_time_s": _mean_std([r.wall_time_s for r in runs if r.wall_time_s is not None])[0],
             "seeds": len(runs),
-            "diverged": len(runs) - len(ok),
+            "diverged": len(runs) - len(trained),
             "skipped_updates": sum(r.skipped_updates for r in runs),  # non-finite updates skipped, over all seeds
             "stopped": stop_summary(runs),
             "bleu_mean": bleu_mean,
@@ -245,10 +273,10 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
             "p_value_max": None,
             "paired_seeds": 0,
         }
-        for key in sorted({k for r in ok for k in r.extra}):
-            row[key] = _mean_std([r.extra[key]["score"] for r in ok if key in r.extra])[0]
+        for key in sorted({k for r in trained for k in r.extra}):
+            row[key] = _mean_std([r.extra[key]["score"] for r in trained if key in r.extra])[0]
         if (skip, lam) != (BASELINE, 1.0) and baseline:
-            pairs = [(baseline[r.seed], r) for r in ok if r.seed in baseline]
+            pairs = [(baseline[r.seed], r) for r in trained if r.seed in baseline]
             if pairs:
                 tests = [paired_bootstrap(b.hypotheses, r.hypotheses, r.references, n=bootstrap, seed=r.seed)
                          for b, r in pairs]
@@ -263,34 +291,53 @@ def stop_summary(runs: list) -> str:
     """How the runs of a row ended, in seed order: "patience @ 3,400; max_steps @ 8,000" (— when unknown).
 
     ``runs`` are RunScores, or dicts with their ``seed``, ``stop_reason`` and ``last_step``."""
-    def get(r, key):
-        return r.get(key) if isinstance(r, dict) else getattr(r, key)
+    def value(run, key):
+        return run.get(key) if isinstance(run, dict) else getattr(run, key)
 
-    parts = [f"{get(r, 'stop_reason')} @ {get(r, 'last_step'):,}" if get(r, "stop_reason") and get(r, "last_step")
-             is not None else "—" for r in sorted(runs, key=lambda r: get(r, "seed"))]
-    return "; ".join(parts) if any(p != "—" for p in parts) else "—"
-
-
-def _fmt(value, spec: str = ".2f") -> str:
-    return "—" if value is None else format(value, spec)
+    parts = [f"{value(r, 'stop_reason')} @ {value(r, 'last_step'):,}"
+             if value(r, "stop_reason") and value(r, "last_step") is not None else MISSING
+             for r in sorted(runs, key=lambda r: value(r, "seed"))]
+    return "; ".join(parts) if any(p != MISSING for p in parts) else MISSING
 
 
-def markdown_table(rows: list[dict], title: str) -> str:
+def comparable_sets(scores: list[RunScore], largest_first: bool = False) -> list[tuple[str, list[RunScore]]]:
+    """The scores grouped by comparability key, one table each: (key, its scores), by key (or largest first)."""
+    keys = sorted({s.comparable for s in scores})
+    if largest_first:
+        keys.sort(key=lambda k: -sum(s.comparable == k for s in scores))
+    return [(key, [s for s in scores if s.comparable == key]) for key in keys]
+
+
+def table_title(split: str, runs: int, key: str) -> str:
+    """A table's heading: the split, how many runs, and their comparability key (if any)."""
+    return f"{split} set, {runs} runs" + (f" ({key})" if key else "")
+
+
+def bleu_table_markdown(rows: list[dict], title: str) -> str:
+    """The BLEU table of ``build_table``'s rows under a ``###`` title."""
     extra_keys = [k for k in rows[0] if k.endswith("_bleu") and k != "delta_bleu"] if rows else []
     head = ["variant", "λ", "params", "updates", "tgt tokens", "wall time", "seeds", "diverged", "skipped updates",
             "stopped (at update)", "BLEU", "chrF++",
             *[k.replace("_", " ") for k in extra_keys], "Δ BLEU vs post_ln", "p (max over seeds)"]
-    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
-        bleu = "—" if r["bleu_mean"] is None else f"{r['bleu_mean']:.2f} ± {r['bleu_std']:.2f}"
-        wall = "—" if r["wall_time_s"] is None else f"{r['wall_time_s'] / 60:.1f} min"
-        cells = [r["variant"], f"{r['lambda']:g}", f"{r['parameters']:,}", f"{r['updates']:,}", f"{r['tokens_seen']:,}",
-                 wall, str(r["seeds"]), str(r["diverged"]), str(r.get("skipped_updates", 0)), r.get("stopped", "—"), bleu,
-                 _fmt(r["chrf_mean"]),
-                 *[_fmt(r.get(k)) for k in extra_keys],
-                 _fmt(r["delta_bleu"], "+.2f"), _fmt(r["p_value_max"], ".3f")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        bleu = MISSING if r["bleu_mean"] is None else f"{r['bleu_mean']:.2f} ± {r['bleu_std']:.2f}"
+        wall = MISSING if r["wall_time_s"] is None else f"{r['wall_time_s'] / 60:.1f} min"
+        cells.append([r["variant"], f"{r['lambda']:g}", f"{r['parameters']:,}", f"{r['updates']:,}",
+                      f"{r['tokens_seen']:,}", wall, str(r["seeds"]), str(r["diverged"]),
+                      str(r.get("skipped_updates", 0)), r.get("stopped", MISSING), bleu, cell(r["chrf_mean"]),
+                      *[cell(r.get(k)) for k in extra_keys],
+                      cell(r["delta_bleu"], "+.2f"), cell(r["p_value_max"], ".3f")])
+    return f"### {title}\n\n" + markdown_table(head, cells)
+
+
+def signatures_markdown(first: RunScore, with_extra: bool = True) -> str:
+    """The protocol and metric signatures of a table's runs (they share them), one line each."""
+    text = (f"protocol: {first.protocol.get('description', '')}  \nsacreBLEU: `{first.bleu_signature}`  "
+            f"\nchrF++: `{first.chrf_signature}`")
+    if with_extra:
+        text += "".join(f"  \n{k}: `{v['signature']}`" for k, v in first.extra.items())
+    return text
 
 
 def write_results_csv(path: Path, tables: list[dict]) -> None:
@@ -305,35 +352,53 @@ def write_results_csv(path: Path, tables: list[dict]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run directories")
-    p.add_argument("--split", default="test", choices=["valid", "test"])
     p.add_argument("--data", help="corpus to evaluate on (default: each run's own --data)")
-    p.add_argument("--beam", type=int, default=4)
-    p.add_argument("--lenpen", type=float, default=0.6, help="length penalty α")
-    p.add_argument("--lenpen-style", default="gnmt", choices=["gnmt", "fairseq"],
-                   help="gnmt: ((5+len)/6)^α (Wu et al. 2016, as Vaswani et al.); fairseq: len^α")
-    p.add_argument("--average-last", type=int, default=0, metavar="N",
-                   help="average the last N step-<N>.ckpt checkpoints instead of using best.ckpt")
+    add_scoring_args(p)
+    add_eval_args(p, with_average_last=True)
     p.add_argument("--tokenized", action="store_true",
                    help="override the corpus's protocol: its references are distributed tokenized, so report BLEU on "
                    "their whitespace tokens, without further tokenization (multi-bleu.perl style), instead of the "
                    "protocol's extra scores. Named datasets need no flag (--data iwslt15-en-vi is scored so already)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
-    p.add_argument("--limit", type=int, default=0, help="evaluate the first N sentences only (labelled in the table)")
-    p.add_argument("--out", type=Path, default=Path("eval"), help="folder for the tables and hypotheses")
+    p.add_argument("--out", type=Path, default=Path("eval"),
+                   help="folder for the tables and hypotheses (default: eval)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.time()
+    settings, scoring = EvalSettings.from_args(args), ScoringSettings.from_args(args)
+    scores, skipped = _evaluate_each(args.runs, settings, scoring, args.data, args.tokenized)
+    if not scores:
+        print("evaluate.py: error: no run could be evaluated", file=sys.stderr)
+        return 2
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for score in scores:
+        hypotheses = args.out / f"{Path(score.run).name}.{scoring.split}.hyp"
+        hypotheses.write_text("".join(h + "\n" for h in score.hypotheses), encoding="utf-8")
+    text, tables = _tables(scores, scoring)
+    if skipped:
+        text += "\n\nSkipped:\n" + "\n".join(f"- {entry['run']}: {entry['reason']}" for entry in skipped)
+    print("\n" + text)
+    (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
+    (args.out / "results.json").write_text(json.dumps({"tables": tables, "skipped": skipped}, indent=2) + "\n")
+    write_results_csv(args.out / "results.csv", tables)
+    print(f"\nwritten to {args.out}/ (results.md, results.csv, results.json, hypotheses) in "
+          f"{time.time() - started:.0f} s")
+    return 0
+
+
+def _evaluate_each(runs: list[Path], settings: EvalSettings, scoring: ScoringSettings, data: str | None,
+                   tokenized: bool) -> tuple[list[RunScore], list[dict]]:
+    """Every run's score, each printed as it comes, and the runs skipped with the reason."""
     scores, skipped = [], []
-    for run in args.runs:
+    for run in runs:
         try:
-            score = evaluate_run(run, args)
-        except SkipRun as e:
+            score = evaluate_run(run, settings, scoring, data, tokenized)
+        except RunNotEvaluable as e:
             skipped.append({"run": str(run), "reason": str(e)})
             print(f"skipped {run}: {e}", file=sys.stderr, flush=True)
             continue
@@ -342,38 +407,22 @@ def main(argv: list[str] | None = None) -> int:
         if score.diverged:
             diverged = "  diverged" + (f" at update {score.diverged_at_step}" if score.diverged_at_step else "")
         print(f"{run}: BLEU {score.bleu:.2f}  chrF++ {score.chrf:.2f}  ({score.checkpoint}){diverged}", flush=True)
-    if not scores:
-        print("evaluate.py: error: no run could be evaluated", file=sys.stderr)
-        return 2
+    return scores, skipped
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    for s in scores:
-        name = Path(s.run).name
-        (args.out / f"{name}.{args.split}.hyp").write_text("".join(h + "\n" for h in s.hypotheses), encoding="utf-8")
 
-    keys = sorted(set(s.comparable for s in scores))
-    if len(keys) > 1:
-        print(f"warning: these runs fall into {len(keys)} sets that are not comparable (different test data, "
+def _tables(scores: list[RunScore], scoring: ScoringSettings) -> tuple[str, list[dict]]:
+    """One table per set of comparable runs: the Markdown text and the tables of results.json."""
+    sets = comparable_sets(scores)
+    if len(sets) > 1:
+        print(f"warning: these runs fall into {len(sets)} sets that are not comparable (different test data, "
               "tokenizer or protocol); each gets its own table", file=sys.stderr)
     tables, markdown = [], []
-    for key in keys:
-        group = [s for s in scores if s.comparable == key]
-        rows = build_table(group, args.bootstrap)
+    for key, group in sets:
+        rows = build_table(group, scoring.bootstrap)
         first = group[0]
-        title = f"{args.split} set, {len(group)} runs ({key})"
-        markdown.append(markdown_table(rows, title))
-        markdown.append(f"\nprotocol: {first.protocol['description']}"
-                        f"  \nsacreBLEU: `{first.bleu_signature}`  \nchrF++: `{first.chrf_signature}`"
-                        + "".join(f"  \n{k}: `{v['signature']}`" for k, v in first.extra.items()))
-        tables.append({"comparable": key, "protocol": first.protocol, "rows": rows, "bleu_signature": first.bleu_signature,
-                       "chrf_signature": first.chrf_signature,
-                       "runs": [{k: v for k, v in asdict(s).items() if k not in ("hypotheses", "references")} for s in group]})
-    text = "\n\n".join(markdown)
-    if skipped:
-        text += "\n\nSkipped:\n" + "\n".join(f"- {s['run']}: {s['reason']}" for s in skipped)
-    print("\n" + text)
-    (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
-    (args.out / "results.json").write_text(json.dumps({"tables": tables, "skipped": skipped}, indent=2) + "\n")
-    write_results_csv(args.out / "results.csv", tables)
-    print(f"\nwritten to {args.out}/ (results.md, results.csv, results.json, hypotheses) in {time.time() - started:.0f} s")
-    return 0
+        markdown.append(bleu_table_markdown(rows, table_title(scoring.split, len(group), key)))
+        markdown.append("\n" + signatures_markdown(first))
+        tables.append({"comparable": key, "protocol": first.protocol, "rows": rows,
+                       "bleu_signature": first.bleu_signature, "chrf_signature": first.chrf_signature,
+                       "runs": [s.record() for s in group]})
+    return "\n\n".join(markdown), tables

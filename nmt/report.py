@@ -32,8 +32,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nmt import claims, evaluate
-from nmt.evaluate import BASELINE, RunScore, SkipRun
+from nmt.config import TrainConfig, read_saved_config
+from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
+from nmt.evaluate import BASELINE, RunNotEvaluable, RunScore
 from nmt.residual import identities, variant_order
+from nmt.tables import MISSING, cell, markdown_table
 
 # two-sided 5% and one-sided 20% (power 0.8) quantiles of Student's t, by degrees of freedom
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -43,7 +46,7 @@ T_80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8:
 Z_975, Z_80 = 1.95996, 0.84162
 
 
-def _t(table: dict, df: int, z: float) -> float:
+def _t_quantile(table: dict, df: int, z: float) -> float:
     """The quantile for ``df`` degrees of freedom (the next smaller tabulated df: conservative; z above 30)."""
     if df > 30:
         return z
@@ -62,33 +65,29 @@ def detectable_difference(sigma: float, n: int) -> dict:
     scale = sigma * math.sqrt(2 / n)
     out = {"sigma": sigma, "n": n, "significant_normal": Z_975 * scale, "significant_t": None, "detectable_80": None}
     if n >= 2:
-        t975, t80 = _t(T_975, 2 * n - 2, Z_975), _t(T_80, 2 * n - 2, Z_80)
+        t975, t80 = _t_quantile(T_975, 2 * n - 2, Z_975), _t_quantile(T_80, 2 * n - 2, Z_80)
         out["significant_t"], out["detectable_80"] = t975 * scale, (t975 + t80) * scale
     return out
 
 
 # ------------------------------------------------------------------------------------------- evaluation
-def eval_args(args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(split=args.split, data=None, beam=args.beam, lenpen=args.lenpen,
-                              lenpen_style=args.lenpen_style, average_last=args.average_last, tokenized=False,
-                              limit=args.limit)
+def _cache_key(run: Path, settings: EvalSettings, scoring: ScoringSettings) -> dict:
+    """What a cached evaluation of ``run`` must match: its results.json (by time) and the evaluation settings."""
+    results = run / "results.json"
+    return {"results_mtime_ns": results.stat().st_mtime_ns if results.is_file() else None, "split": scoring.split,
+            "beam": settings.beam, "lenpen": settings.lenpen, "lenpen_style": settings.lenpen_style,
+            "average_last": settings.average_last, "limit": scoring.limit}
 
 
-def _settings_key(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in ("split", "beam", "lenpen", "lenpen_style", "average_last", "limit")}
-
-
-def evaluate_runs(out: Path, args: argparse.Namespace) -> tuple[list[RunScore], list[dict], list[dict]]:
+def evaluate_runs(out: Path, settings: EvalSettings,
+                  scoring: ScoringSettings) -> tuple[list[RunScore], list[dict], list[dict]]:
     """(scores, diverged runs without a checkpoint to score, runs left out with the reason)."""
     cache_dir = out / "eval"
     cache_dir.mkdir(exist_ok=True)
     scores, unscored, left_out = [], [], []
-    ev = eval_args(args)
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []
     for run in runs:
-        results = run / "results.json"
-        record = evaluate.read_results(run)
-        key = {"results_mtime_ns": results.stat().st_mtime_ns if results.is_file() else None, **_settings_key(args)}
+        key = _cache_key(run, settings, scoring)
         cache = cache_dir / f"{run.name}.json"
         if cache.is_file():
             cached = json.loads(cache.read_text())
@@ -96,10 +95,12 @@ def evaluate_runs(out: Path, args: argparse.Namespace) -> tuple[list[RunScore], 
                 scores.append(RunScore(**cached["score"]))
                 continue
         try:
-            score = evaluate.evaluate_run(run, ev)
-        except SkipRun as e:
+            score = evaluate.evaluate_run(run, settings, scoring)
+        except RunNotEvaluable as e:
+            record = evaluate.read_results(run)
             if record.get("diverged"):
-                unscored.append({"run": str(run), **_run_identity(run), "diverged_at_step": record.get("diverged_at_step"),
+                unscored.append({"run": str(run), **_run_identity(run),
+                                 "diverged_at_step": record.get("diverged_at_step"),
                                  "steps": record.get("steps", 0), "stop_reason": "diverged",
                                  "last_step": record.get("steps"), "best_step": record.get("best_step")})
             else:
@@ -112,9 +113,10 @@ def evaluate_runs(out: Path, args: argparse.Namespace) -> tuple[list[RunScore], 
 
 
 def _run_identity(run: Path) -> dict:
-    cfg = evaluate._read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
-    return {"skip": cfg.get("skip", "?"), "lam": float(cfg.get("lam", 1.0)), "seed": int(cfg.get("seed", 0)),
-            "arch": cfg.get("arch", "?")}
+    if not (run / "config.yaml").is_file():
+        return {"skip": "?", "lam": 1.0, "seed": 0, "arch": "?"}
+    cfg = read_saved_config(run / "config.yaml")
+    return {"skip": cfg.skip, "lam": cfg.lam, "seed": cfg.seed, "arch": cfg.arch}
 
 
 def _parameters(run: Path) -> int:
@@ -122,7 +124,6 @@ def _parameters(run: Path) -> int:
     try:
         import sentencepiece as spm
 
-        from nmt.config import read_saved_config
         from nmt.model import Transformer, model_config
 
         cfg = read_saved_config(run / "config.yaml")
@@ -135,19 +136,20 @@ def _parameters(run: Path) -> int:
 
 def add_unscored(rows: list[dict], unscored: list[dict]) -> None:
     """Count diverged runs that left no checkpoint in their variant's row (a new row if it has none)."""
-    for u in unscored:
-        row = next((r for r in rows if (r["variant"], r["lambda"]) == (u["skip"], u["lam"])), None)
+    for run in unscored:
+        row = next((r for r in rows if (r["variant"], r["lambda"]) == (run["skip"], run["lam"])), None)
         if row is None:
-            row = {"variant": u["skip"], "lambda": u["lam"], "parameters": _parameters(Path(u["run"])),
-                   "updates": u["steps"] or 0, "tokens_seen": 0, "wall_time_s": None, "seeds": 0, "diverged": 0,
-                   "skipped_updates": 0, "stopped": "—", "bleu_mean": None, "bleu_std": None, "chrf_mean": None, "delta_bleu": None,
-                   "p_value_max": None, "paired_seeds": 0}
+            row = {"variant": run["skip"], "lambda": run["lam"], "parameters": _parameters(Path(run["run"])),
+                   "updates": run["steps"] or 0, "tokens_seen": 0, "wall_time_s": None, "seeds": 0, "diverged": 0,
+                   "skipped_updates": 0, "stopped": MISSING, "bleu_mean": None, "bleu_std": None, "chrf_mean": None,
+                   "delta_bleu": None, "p_value_max": None, "paired_seeds": 0}
             for key in rows[0] if rows else {}:  # the protocol's extra scores, as in the other rows
                 row.setdefault(key, None)
             rows.append(row)
         row["seeds"] += 1
         row["diverged"] += 1
-        row["stopped"] = "; ".join(p for p in (row.get("stopped"), evaluate.stop_summary([u])) if p and p != "—") or "—"
+        stops = (row.get("stopped"), evaluate.stop_summary([run]))
+        row["stopped"] = "; ".join(stop for stop in stops if stop and stop != MISSING) or MISSING
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -168,25 +170,22 @@ def _series(rows: list[dict], column: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def _configured_runs(out: Path) -> dict[Path, dict]:
+def _configured_runs(out: Path) -> dict[Path, TrainConfig]:
     """{run directory: its config.yaml} for every run of the study that has one, in name order."""
-    runs = sorted(p for p in (out / "runs").iterdir() if (p / "config.yaml").is_file()) if (out / "runs").is_dir() else []
-    return {run: evaluate._read_yaml(run / "config.yaml") for run in runs}
+    runs_dir = out / "runs"
+    runs = sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").is_file()) if runs_dir.is_dir() else []
+    return {run: read_saved_config(run / "config.yaml") for run in runs}
 
 
-def _cell(cfg: dict) -> tuple[str, float]:
-    """A run's (variant, λ)."""
-    return str(cfg.get("skip", "?")), float(cfg.get("lam", 1.0))
+def _in_order(configs) -> list[str]:
+    """The labels of these runs' (variant, λ) cells, each once, in the tables' order: the baseline first, then the
+    registry's order (``nmt.residual.variant_order``), then λ."""
+    cells = {(c.skip, c.lam): c for c in configs}
+    return [_label(cells[key]) for key in sorted(cells, key=lambda key: variant_order(*key))]
 
 
-def _ordered(cells) -> list[tuple[str, float]]:
-    """(variant, λ) cells in the order of the tables: the baseline first, then the registry's order, then λ."""
-    return sorted(set(cells), key=lambda cell: variant_order(*cell))
-
-
-def _label(cfg: dict | tuple[str, float]) -> str:
-    skip, lam = _cell(cfg) if isinstance(cfg, dict) else cfg
-    return skip + (f" λ={lam:g}" if lam != 1 else "")
+def _label(cfg: TrainConfig) -> str:
+    return cfg.skip + (f" λ={cfg.lam:g}" if cfg.lam != 1 else "")
 
 
 def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
@@ -199,17 +198,25 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
     except ImportError:
         return []
     cfgs = _configured_runs(out)
-    runs = list(cfgs)
-    labels = [_label(cell) for cell in _ordered(_cell(c) for c in cfgs.values())]
+    labels = _in_order(cfgs.values())
     colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
-    written = []
+    metric_rows = {run: _metrics(run) for run in cfgs}
+    written = [_curves_figure(plt, folder, cfgs, metric_rows, colors), _bleu_figure(plt, folder, rows, colors)]
+    with_grads = {run: rows for run, rows in metric_rows.items()
+                  if rows and any(k.startswith("grad_norm/") for k in rows[0])}
+    if with_grads:
+        written.append(_grad_norms_figure(plt, folder, cfgs, with_grads))
+    return written
 
+
+def _curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows: dict[Path, list[dict]],
+                   colors: dict) -> str:
+    """curves.png: validation loss and BLEU against updates, one line per run, coloured by variant."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for run in runs:
-        rows_ = _metrics(run)
-        label = _label(cfgs[run])
+    for run, cfg in cfgs.items():
+        label = _label(cfg)
         for ax, column in zip(axes, ("val/loss", "val/bleu")):
-            xs, ys = _series(rows_, column)
+            xs, ys = _series(metric_rows[run], column)
             if xs:
                 ax.plot(xs, ys, marker=".", color=colors[label], alpha=0.8, label=label)
     for ax, title in zip(axes, ("validation loss (label-smoothed)", "validation BLEU (greedy)")):
@@ -220,11 +227,11 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
         if unique:
             ax.legend(unique.values(), unique.keys(), fontsize=8)
     fig.suptitle("every run (one line per seed), coloured by variant")
-    fig.tight_layout()
-    fig.savefig(folder / "curves.png", dpi=120)
-    plt.close(fig)
-    written.append("curves.png")
+    return _save(plt, fig, folder / "curves.png", dpi=120)
 
+
+def _bleu_figure(plt, folder: Path, rows: list[dict], colors: dict) -> str:
+    """bleu.png: the table's BLEU as bars with the std over seeds, and how many seeds trained or diverged."""
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 4.5))
     for i, r in enumerate(rows):
         label = r["variant"] + (f" λ={r['lambda']:g}" if r["lambda"] != 1 else "")
@@ -233,50 +240,55 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
         ax.text(i, (r["bleu_mean"] or 0) + (r["bleu_std"] or 0), f"n={r['seeds'] - r['diverged']}"
                 + (f"\n{r['diverged']} div." if r["diverged"] else ""), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([r["variant"] + (f"\nλ={r['lambda']:g}" if r["lambda"] != 1 else "") for r in rows], fontsize=8)
+    ax.set_xticklabels([r["variant"] + (f"\nλ={r['lambda']:g}" if r["lambda"] != 1 else "") for r in rows],
+                       fontsize=8)
     ax.set_ylabel("test BLEU (mean ± std over seeds)")
-    fig.tight_layout()
-    fig.savefig(folder / "bleu.png", dpi=120)
-    plt.close(fig)
-    written.append("bleu.png")
+    return _save(plt, fig, folder / "bleu.png", dpi=120)
 
-    grads = {run: _metrics(run) for run in runs}
-    grads = {run: m for run, m in grads.items() if m and any(k.startswith("grad_norm/") for k in m[0])}
-    if grads:
-        variants = [_label(cell) for cell in _ordered(_cell(cfgs[r]) for r in grads)]
-        seeds = sorted({int(cfgs[r].get("seed", 0)) for r in grads})
-        fig, axes = plt.subplots(len(variants), len(seeds), figsize=(4.5 * len(seeds), 3 * len(variants)),
-                                 squeeze=False, sharex=True)
-        used = set()
-        for run, m in grads.items():
-            where = (variants.index(_label(cfgs[run])), seeds.index(int(cfgs[run].get("seed", 0))))
-            used.add(where)
-            ax = axes[where[0]][where[1]]
-            columns = [k for k in m[0] if k.startswith("grad_norm/")]
-            for side, style in (("encoder", "-"), ("decoder", "--")):
-                layers = sorted((c for c in columns if c.startswith(f"grad_norm/{side}.")), key=lambda c: int(c.split(".")[-1]))
-                cmap = plt.get_cmap("viridis")
-                for j, c in enumerate(layers):
-                    xs, ys = _series(m, c)
-                    ax.plot(xs, ys, style, color=cmap(j / max(1, len(layers) - 1)), lw=1,
-                            label=f"{side} {c.split('.')[-1]}")
-            ax.set_yscale("log")
-            ax.set_title(f"{_label(cfgs[run])}, seed {cfgs[run].get('seed')}", fontsize=9)
-        for i, row in enumerate(axes):
-            for j, ax in enumerate(row):
-                ax.set_visible((i, j) in used)  # that variant was not trained with that seed
-        axes[min(used)[0]][min(used)[1]].legend(fontsize=6, ncol=2)
-        for ax in axes[-1]:
-            ax.set_xlabel("update")
-        for row in axes:
-            row[0].set_ylabel("gradient 2-norm of the layer")
-        fig.suptitle("per-layer gradient norms over the first updates (encoder solid, decoder dashed; "
-                     "lighter = higher layer)", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(folder / "grad_norms.png", dpi=110)
-        plt.close(fig)
-        written.append("grad_norms.png")
-    return written
+
+def _grad_norms_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows: dict[Path, list[dict]]) -> str:
+    """grad_norms.png: per-layer gradient norms over the first updates, one panel per variant (rows) and seed."""
+    variants = _in_order(cfgs[run] for run in metric_rows)
+    seeds = sorted({cfgs[run].seed for run in metric_rows})
+    fig, axes = plt.subplots(len(variants), len(seeds), figsize=(4.5 * len(seeds), 3 * len(variants)),
+                             squeeze=False, sharex=True)
+    used = set()
+    for run, rows in metric_rows.items():
+        where = (variants.index(_label(cfgs[run])), seeds.index(cfgs[run].seed))
+        used.add(where)
+        ax = axes[where[0]][where[1]]
+        for side, style in (("encoder", "-"), ("decoder", "--")):
+            layers = _layer_columns(rows[0], side)
+            cmap = plt.get_cmap("viridis")
+            for j, column in enumerate(layers):
+                xs, ys = _series(rows, column)
+                ax.plot(xs, ys, style, color=cmap(j / max(1, len(layers) - 1)), lw=1,
+                        label=f"{side} {column.split('.')[-1]}")
+        ax.set_yscale("log")
+        ax.set_title(f"{_label(cfgs[run])}, seed {cfgs[run].seed}", fontsize=9)
+    for i, panels in enumerate(axes):
+        for j, ax in enumerate(panels):
+            ax.set_visible((i, j) in used)  # that variant was not trained with that seed
+    axes[min(used)[0]][min(used)[1]].legend(fontsize=6, ncol=2)
+    for ax in axes[-1]:
+        ax.set_xlabel("update")
+    for panels in axes:
+        panels[0].set_ylabel("gradient 2-norm of the layer")
+    fig.suptitle("per-layer gradient norms over the first updates (encoder solid, decoder dashed; "
+                 "lighter = higher layer)", fontsize=10)
+    return _save(plt, fig, folder / "grad_norms.png", dpi=110)
+
+
+def _layer_columns(metrics_row: dict, side: str) -> list[str]:
+    """The ``grad_norm/<side>.<layer>`` columns of metrics.csv, bottom layer first."""
+    return sorted((k for k in metrics_row if k.startswith(f"grad_norm/{side}.")), key=lambda c: int(c.split(".")[-1]))
+
+
+def _save(plt, fig, path: Path, dpi: int) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path.name
 
 
 def gradient_flow(out: Path) -> list[dict]:
@@ -289,39 +301,40 @@ def gradient_flow(out: Path) -> list[dict]:
     (as in Post-LN, Xiong et al. 2020); ≫ 1, one that grows.
     """
     per_variant: dict[str, list[tuple[float, float, int]]] = {}
+    configs = {}
     for run, cfg in _configured_runs(out).items():
-        m = [r for r in _metrics(run) if r.get("grad_norm/encoder.0") not in (None, "")]
-        if not m:
+        logged = [r for r in _metrics(run) if r.get("grad_norm/encoder.0") not in (None, "")]
+        if not logged:
             continue
-        columns = {side: sorted((k for k in m[0] if k.startswith(f"grad_norm/{side}.")),
-                                key=lambda c: int(c.split(".")[-1])) for side in ("encoder", "decoder")}
-        logs = {side: [] for side in columns}
-        for r in m:
-            for side, cols in columns.items():
-                bottom, top = float(r[cols[0]]), float(r[cols[-1]])
+        columns = {side: _layer_columns(logged[0], side) for side in ("encoder", "decoder")}
+        log_ratios = {side: [] for side in columns}
+        for row in logged:
+            for side, layers in columns.items():
+                bottom, top = float(row[layers[0]]), float(row[layers[-1]])
                 if bottom > 0 and top > 0 and math.isfinite(bottom) and math.isfinite(top):
-                    logs[side].append(math.log(bottom / top))
-        if logs["encoder"] and logs["decoder"]:
-            per_variant.setdefault(_cell(cfg), []).append(
-                (statistics.fmean(logs["encoder"]), statistics.fmean(logs["decoder"]), len(m)))
+                    log_ratios[side].append(math.log(bottom / top))
+        if log_ratios["encoder"] and log_ratios["decoder"]:
+            per_variant.setdefault(_label(cfg), []).append(
+                (statistics.fmean(log_ratios["encoder"]), statistics.fmean(log_ratios["decoder"]), len(logged)))
+            configs[run] = cfg
     rows = []
-    for cell in _ordered(per_variant):
-        runs_ = per_variant[cell]
-        rows.append({"variant": _label(cell), "seeds": len(runs_), "updates": min(u for _, _, u in runs_),
-                     "encoder_bottom_over_top": math.exp(statistics.fmean(e for e, _, _ in runs_)),
-                     "decoder_bottom_over_top": math.exp(statistics.fmean(d for _, d, _ in runs_))})
+    for label in _in_order(configs.values()):
+        seeds = per_variant[label]  # (encoder mean log ratio, decoder mean log ratio, updates logged) per seed
+        rows.append({"variant": label, "seeds": len(seeds), "updates": min(u for _, _, u in seeds),
+                     "encoder_bottom_over_top": math.exp(statistics.fmean(e for e, _, _ in seeds)),
+                     "decoder_bottom_over_top": math.exp(statistics.fmean(d for _, d, _ in seeds))})
     return rows
 
 
 def gradient_flow_markdown(rows: list[dict]) -> str:
     if not rows:
         return "No per-layer gradient norms were logged (train with `--log-layer-grads N`)."
-    lines = ["| variant | seeds | updates logged | encoder: layer 0 / top layer | decoder: layer 0 / top layer |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['variant']} | {r['seeds']} | {r['updates']} | {r['encoder_bottom_over_top']:.3g} | "
-              f"{r['decoder_bottom_over_top']:.3g} |" for r in rows]
-    return "\n".join(lines) + ("\n\nGradient 2-norm of the bottom layer over that of the top layer, geometric mean over the "
-                               "logged updates and the seeds: 1 = the gradient reaches the bottom layer undiminished.")
+    head = ["variant", "seeds", "updates logged", "encoder: layer 0 / top layer", "decoder: layer 0 / top layer"]
+    table = markdown_table(head, [[r["variant"], str(r["seeds"]), str(r["updates"]),
+                                   cell(r["encoder_bottom_over_top"], ".3g"), cell(r["decoder_bottom_over_top"], ".3g")]
+                                  for r in rows])
+    return table + ("\n\nGradient 2-norm of the bottom layer over that of the top layer, geometric mean over the "
+                    "logged updates and the seeds: 1 = the gradient reaches the bottom layer undiminished.")
 
 
 # ------------------------------------------------------------------------------------------- the report
@@ -333,147 +346,172 @@ def _provenance(out: Path) -> dict:
             continue
         records = [json.loads(path.read_text())]
         records += records[0].get("previous", [])
-        for p in records:
-            git = p.get("git", {})
+        for record in records:
+            git = record.get("git", {})
             commits.setdefault(git.get("commit") or "unknown", []).append(run.name)
             dirty |= bool(git.get("dirty"))
-            for name, version in p.get("packages", {}).items():
+            for name, version in record.get("packages", {}).items():
                 packages.setdefault(name, set()).add(str(version))
-            hw = json.dumps(p.get("hardware", {}), sort_keys=True)
-            hardware.setdefault(hw, set()).add(run.name)
+            machine = json.dumps(record.get("hardware", {}), sort_keys=True)
+            hardware.setdefault(machine, set()).add(run.name)
     return {"commits": {c: sorted(set(r)) for c, r in commits.items()}, "dirty": dirty,
             "packages": {k: sorted(v) for k, v in packages.items()},
             "hardware": [{"hardware": json.loads(h), "runs": len(r)} for h, r in hardware.items()]}
 
 
-def build(out: Path, args: argparse.Namespace) -> Path:
+def build(out: Path, settings: EvalSettings, scoring: ScoringSettings) -> Path:
     """Evaluate every run of the study ``out`` and write ``out/report/``; returns that folder."""
     started = time.time()
     folder = out / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    scores, unscored, left_out = evaluate_runs(out, args)
-    keys = sorted({s.comparable for s in scores}, key=lambda k: -sum(s.comparable == k for s in scores))
+    scores, unscored, left_out = evaluate_runs(out, settings, scoring)
     tables, markdown, claim_rows = [], [], []
-    for i, key in enumerate(keys or [""]):
-        group = [s for s in scores if s.comparable == key]
-        rows = evaluate.build_table(group, args.bootstrap) if group else []
+    for i, (key, group) in enumerate(evaluate.comparable_sets(scores, largest_first=True) or [("", [])]):
+        # the first table, of the most runs, also counts the runs that diverged before any checkpoint
+        table, text = _comparison_table(key, group, unscored if i == 0 else [], scoring)
         if i == 0:
-            add_unscored(rows, unscored)  # into the main table
-        base = next((r for r in rows if (r["variant"], r["lambda"]) == (BASELINE, 1.0)), None)
-        mdd = None
-        if base and base["bleu_std"] is not None and base["seeds"] - base["diverged"] >= 2:
-            mdd = detectable_difference(base["bleu_std"], base["seeds"] - base["diverged"])
-        title = f"{args.split} set, {len(group) + (len(unscored) if i == 0 else 0)} runs" + (f" ({key})" if key else "")
-        text = evaluate.markdown_table(rows, title) if rows else f"### {title}\n\nno run could be evaluated"
-        if group:
-            first = group[0]
-            text += (f"\n\nprotocol: {first.protocol.get('description', '')}  \nsacreBLEU: `{first.bleu_signature}`  "
-                     f"\nchrF++: `{first.chrf_signature}`")
-        text += "\n\n" + _mdd_text(mdd)
-        if i == 0:
-            claim_rows = claims.check(group, args.bootstrap)
+            claim_rows = claims.check(group, scoring.bootstrap)
             text += "\n\n### The paper's claims, checked on these runs\n\n" + claims.markdown(claim_rows)
         markdown.append(text)
-        tables.append({"comparable": key, "rows": rows, "detectable_difference": mdd,
-                       "runs": [{k: v for k, v in asdict(s).items() if k not in ("hypotheses", "references")}
-                                for s in group] + (unscored if i == 0 else [])})
+        tables.append(table)
     if left_out:
-        markdown.append("Left out (not finished or not evaluable):\n" + "\n".join(f"- {x['run']}: {x['reason']}"
-                                                                                   for x in left_out))
+        markdown.append("Left out (not finished or not evaluable):\n"
+                        + "\n".join(f"- {x['run']}: {x['reason']}" for x in left_out))
     markdown.append("### Every run\n\n" + runs_markdown(scores, unscored))
     flow = gradient_flow(out)
     markdown.append("### Gradient flow over the first updates\n\n" + gradient_flow_markdown(flow))
     (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
-    (folder / "results.json").write_text(json.dumps({"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out}, indent=2) + "\n")
+    results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out}
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
-    readme = _readme(out, args, markdown, pictures, scores, unscored, left_out, time.time() - started)
+    readme = _readme(out, settings, scoring, markdown, pictures, scores, unscored, left_out, time.time() - started)
     (folder / "README.md").write_text(readme, encoding="utf-8")
     return folder
 
 
+def _comparison_table(key: str, group: list[RunScore], unscored: list[dict],
+                      scoring: ScoringSettings) -> tuple[dict, str]:
+    """One set of comparable runs (and ``unscored`` diverged runs): its table for results.json, and as Markdown
+    with the signatures and the smallest difference the seed noise lets one detect."""
+    rows = evaluate.build_table(group, scoring.bootstrap) if group else []
+    add_unscored(rows, unscored)
+    base = next((r for r in rows if (r["variant"], r["lambda"]) == (BASELINE, 1.0)), None)
+    mdd = None
+    if base and base["bleu_std"] is not None and base["seeds"] - base["diverged"] >= 2:
+        mdd = detectable_difference(base["bleu_std"], base["seeds"] - base["diverged"])
+    title = evaluate.table_title(scoring.split, len(group) + len(unscored), key)
+    text = evaluate.bleu_table_markdown(rows, title) if rows else f"### {title}\n\nno run could be evaluated"
+    if group:
+        text += "\n\n" + evaluate.signatures_markdown(group[0], with_extra=False)
+    text += "\n\n" + _mdd_text(mdd)
+    table = {"comparable": key, "rows": rows, "detectable_difference": mdd,
+             "runs": [s.record() for s in group] + unscored}
+    return table, text
+
+
 def runs_markdown(scores: list[RunScore], unscored: list[dict]) -> str:
     """One line per run: where its best validation was, why and where it stopped, its wall time and BLEU."""
-    lines = ["| run | best validation at update | stopped | wall time | BLEU |", "|---|---|---|---|---|"]
-    rows = [(Path(s.run).name, s.best_step, s.stop_reason, s.last_step, s.wall_time_s, f"{s.bleu:.2f}") for s in scores]
-    rows += [(Path(u["run"]).name, u.get("best_step"), "diverged", u.get("last_step"), None, "—") for u in unscored]
-    for name, best, reason, last, wall, bleu in sorted(rows):
-        stopped = f"{reason} at update {last:,}" if reason and last is not None else "—"
-        lines.append(f"| {name} | {_fmt_int(best)} | {stopped} | "
-                     f"{'—' if wall is None else f'{wall / 60:.1f} min'} | {bleu} |")
-    return "\n".join(lines)
-
-
-def _fmt_int(value) -> str:
-    return "—" if value is None else f"{value:,}"
+    runs = [(Path(s.run).name, s.best_step, s.stop_reason, s.last_step, s.wall_time_s, f"{s.bleu:.2f}")
+            for s in scores]
+    runs += [(Path(u["run"]).name, u.get("best_step"), "diverged", u.get("last_step"), None, MISSING)
+             for u in unscored]
+    cells = []
+    for name, best, reason, last, wall, bleu in sorted(runs):
+        stopped = f"{reason} at update {last:,}" if reason and last is not None else MISSING
+        cells.append([name, cell(best, ","), stopped, MISSING if wall is None else f"{wall / 60:.1f} min", bleu])
+    return markdown_table(["run", "best validation at update", "stopped", "wall time", "BLEU"], cells)
 
 
 def _mdd_text(mdd: dict | None) -> str:
     if mdd is None:
         return ("Smallest detectable Δ: needs post_ln with at least 2 seeds that did not diverge (the seed-to-seed "
                 "standard deviation σ is estimated from them).")
-    def f(x):
-        return "—" if x is None else f"{x:.2f}"
-
     return (f"Smallest Δ BLEU the seed noise lets one detect (two-sided, 5%; n = {mdd['n']} seeds per variant, "
             f"σ = {mdd['sigma']:.2f} = std of post_ln's BLEU over its seeds; a difference of two n-seed means has "
-            f"std σ·√(2/n)): significant if |Δ| > 1.96·σ·√(2/n) ≈ 2·√2·σ/√n = **{f(mdd['significant_normal'])}** "
-            f"(normal), or > t₀.₉₇₅,₂ₙ₋₂·σ·√(2/n) = **{f(mdd['significant_t'])}** (Student's t, 2n−2 degrees of "
-            f"freedom); a true Δ of (t₀.₉₇₅ + t₀.₈)·σ·√(2/n) = **{f(mdd['detectable_80'])}** is found with 80% power. "
-            "A smaller Δ is within the seed noise.")
+            f"std σ·√(2/n)): significant if |Δ| > 1.96·σ·√(2/n) ≈ 2·√2·σ/√n = **{cell(mdd['significant_normal'])}** "
+            f"(normal), or > t₀.₉₇₅,₂ₙ₋₂·σ·√(2/n) = **{cell(mdd['significant_t'])}** (Student's t, 2n−2 degrees of "
+            f"freedom); a true Δ of (t₀.₉₇₅ + t₀.₈)·σ·√(2/n) = **{cell(mdd['detectable_80'])}** is found with 80% "
+            "power. A smaller Δ is within the seed noise.")
 
 
-def _readme(out: Path, args, markdown: list[str], pictures: list[str], scores, unscored, left_out, eval_s) -> str:
+def _readme(out: Path, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str], pictures: list[str],
+            scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float) -> str:
+    """The report's README.md: setup, hardware and wall time, provenance, results, figures, and the protocol."""
     sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
-    settings = sweep.get("settings", {})
-    prov = _provenance(out)
-    invocations = sweep.get("invocations", [])
-    train_s = sum(i.get("wall_time_s") or 0 for i in invocations)
-    config_text = ""
-    if settings.get("config") and Path(settings["config"]).is_file():
-        config_text = "\n```yaml\n" + Path(settings["config"]).read_text() + "```\n"
-    run_walls = [s.wall_time_s for s in scores if s.wall_time_s]
+    provenance = _provenance(out)
     lines = [
         f"# Study report: {out.name}",
         "",
-        f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m nmt.sweep` / `python -m nmt.report`. "
-        f"{len(scores)} runs evaluated, {len(unscored)} diverged before any checkpoint (counted, no BLEU), "
-        f"{len(left_out)} left out.",
+        (f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m nmt.sweep` / `python -m nmt.report`. "
+         f"{len(scores)} runs evaluated, {len(unscored)} diverged before any checkpoint (counted, no BLEU), "
+         f"{len(left_out)} left out."),
         "",
-        "## Setup",
-        "",
-        (f"- Preset: `{settings['config']}` (sha256 `{settings['config_sha256'][:12]}`)" if settings.get("config")
-         else "- Preset: none (train.py defaults)") + ", extra train.py flags:"
-        f" `{' '.join(settings.get('train_args') or []) or 'none'}`, updates per run: "
-        f"{settings.get('max_steps') or 'the preset’s'}. Every run has the same data, preset, flags and number of "
-        "updates; only `--skip`, `--lambda` and `--seed` differ.",
-        *[f"- Invocation {i + 1}: `python -m nmt.sweep {' '.join(inv.get('argv', []))}`" for i, inv in enumerate(invocations)],
-        "- Identical models ran once under the canonical name ("
-        + "; ".join(f"{name} λ={lam:g} = {other}" for name, lam, other in identities()) + ").",
-        config_text,
-        "## Hardware and wall time",
-        "",
-        *[f"- {h['runs']} run session(s) on: " + ", ".join(f"{k} {v}" for k, v in h["hardware"].items())
-          for h in prov["hardware"]],
-        f"- Sweep wall time (training, all invocations): {train_s / 3600:.2f} h; the evaluation for this report: "
-        f"{eval_s / 60:.1f} min (cached evaluations are reused).",
-        (f"- Wall time of one run (its last training session, results.json): median {statistics.median(run_walls) / 60:.1f} "
-         f"min" if run_walls else "- No run wall time recorded."),
-        "",
-        "## Provenance",
-        "",
-        *[f"- git commit `{c}`: {len(r)} run session(s)" for c, r in prov["commits"].items()],
-        f"- Uncommitted changes in any run's working tree: {'yes' if prov['dirty'] else 'no'}",
-        "- Packages: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(prov["packages"].items())),
-        "- Each run's own `provenance.json` (command, data and tokenizer SHA-256) is in `runs/<run>/`.",
-        "",
+        *_setup_section(sweep),
+        *_hardware_section(sweep, provenance, scores, eval_s),
+        *_provenance_section(provenance),
         "## Results",
         "",
         *markdown,
         "",
-        "## Figures",
+        *_figures_section(out, pictures),
+        *_protocol_section(settings, scoring),
+    ]
+    return "\n".join(lines)
+
+
+def _setup_section(sweep: dict) -> list[str]:
+    settings = sweep.get("settings", {})
+    config_text = ""
+    if settings.get("config") and Path(settings["config"]).is_file():
+        config_text = "\n```yaml\n" + Path(settings["config"]).read_text() + "```\n"
+    preset = (f"- Preset: `{settings['config']}` (sha256 `{settings['config_sha256'][:12]}`)" if settings.get("config")
+              else "- Preset: none (train.py defaults)")
+    return [
+        "## Setup",
+        "",
+        preset + ", extra train.py flags:"
+        f" `{' '.join(settings.get('train_args') or []) or 'none'}`, updates per run: "
+        f"{settings.get('max_steps') or 'the preset’s'}. Every run has the same data, preset, flags and number of "
+        "updates; only `--skip`, `--lambda` and `--seed` differ.",
+        *[f"- Invocation {i + 1}: `python -m nmt.sweep {' '.join(inv.get('argv', []))}`"
+          for i, inv in enumerate(sweep.get("invocations", []))],
+        ("- Identical models ran once under the canonical name ("
+         + "; ".join(f"{name} λ={lam:g} = {other}" for name, lam, other in identities()) + ")."),
+        config_text,
+    ]
+
+
+def _hardware_section(sweep: dict, provenance: dict, scores: list[RunScore], eval_s: float) -> list[str]:
+    train_s = sum(i.get("wall_time_s") or 0 for i in sweep.get("invocations", []))
+    run_walls = [s.wall_time_s for s in scores if s.wall_time_s]
+    return [
+        "## Hardware and wall time",
+        "",
+        *[f"- {h['runs']} run session(s) on: " + ", ".join(f"{k} {v}" for k, v in h["hardware"].items())
+          for h in provenance["hardware"]],
+        (f"- Sweep wall time (training, all invocations): {train_s / 3600:.2f} h; the evaluation for this report: "
+         f"{eval_s / 60:.1f} min (cached evaluations are reused)."),
+        (f"- Wall time of one run (its last training session, results.json): median "
+         f"{statistics.median(run_walls) / 60:.1f} min" if run_walls else "- No run wall time recorded."),
         "",
     ]
+
+
+def _provenance_section(provenance: dict) -> list[str]:
+    return [
+        "## Provenance",
+        "",
+        *[f"- git commit `{c}`: {len(r)} run session(s)" for c, r in provenance["commits"].items()],
+        f"- Uncommitted changes in any run's working tree: {'yes' if provenance['dirty'] else 'no'}",
+        "- Packages: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(provenance["packages"].items())),
+        "- Each run's own `provenance.json` (command, data and tokenizer SHA-256) is in `runs/<run>/`.",
+        "",
+    ]
+
+
+def _figures_section(out: Path, pictures: list[str]) -> list[str]:
+    lines = ["## Figures", ""]
     if pictures:
         lines += [f"![{p}]({p})" for p in pictures]
         if "grad_norms.png" not in pictures:
@@ -481,53 +519,57 @@ def _readme(out: Path, args, markdown: list[str], pictures: list[str], scores, u
     else:
         lines.append("The figures need matplotlib: `pip install nmt[report]` (or `pip install matplotlib`), then "
                      f"`python -m nmt.report {out}`.")
-    lines += [
+    return lines
+
+
+def _protocol_section(settings: EvalSettings, scoring: ScoringSettings) -> list[str]:
+    return [
         "",
         "## How every number was obtained",
         "",
-        f"- **BLEU** (table): test split `{args.split}`, "
-        + (f"the average of each run's last {args.average_last} periodic checkpoints" if args.average_last
+        f"- **BLEU** (table): test split `{scoring.split}`, "
+        + (f"the average of each run's last {settings.average_last} periodic checkpoints" if settings.average_last
            else "each run's `best.ckpt` (best validation BLEU)")
-        + f", beam {args.beam}, length penalty {args.lenpen_style} α {args.lenpen:g}"
-        + (f", first {args.limit} sentences only" if args.limit else "")
+        + f", beam {settings.beam}, length penalty {settings.lenpen_style} α {settings.lenpen:g}"
+        + (f", first {scoring.limit} sentences only" if scoring.limit else "")
         + "; sacreBLEU on detokenized output against the raw references, signature above; chrF++ likewise; the "
         "dataset's extra protocol scores, if any, as named in the table.",
-        "- **updates**, **tgt tokens**: those of the checkpoint evaluated (with `best.ckpt`, the update with the best "
-        "validation BLEU, which may come before the last), mean over the seeds.",
-        "- **mean ± std**: over the seeds of a variant that did not diverge (sample standard deviation; 0 with one "
-        "seed). **diverged**: runs stopped by `--max-nonfinite` consecutive non-finite updates, counted and never "
-        "averaged in; a run that diverged before its first checkpoint has no BLEU.",
-        f"- **Δ BLEU vs post_ln**: mean over the seeds both variants share of (variant − post_ln) on the same test "
-        f"set; **p**: paired bootstrap ({args.bootstrap} resamples, Koehn 2004) between the two outputs of the same "
-        "seed, the largest p over the paired seeds.",
+        ("- **updates**, **tgt tokens**: those of the checkpoint evaluated (with `best.ckpt`, the update with the best "
+         "validation BLEU, which may come before the last), mean over the seeds."),
+        ("- **mean ± std**: over the seeds of a variant that did not diverge (sample standard deviation; 0 with one "
+         "seed). **diverged**: runs stopped by `--max-nonfinite` consecutive non-finite updates, counted and never "
+         "averaged in; a run that diverged before its first checkpoint has no BLEU."),
+        (f"- **Δ BLEU vs post_ln**: mean over the seeds both variants share of (variant − post_ln) on the same test "
+         f"set; **p**: paired bootstrap ({scoring.bootstrap} resamples, Koehn 2004) between the two outputs of the "
+         "same seed, the largest p over the paired seeds."),
         "- **Smallest detectable Δ**: see the formula under the table; σ is post_ln's seed standard deviation.",
-        "- **The paper's claims**: each claim of Liu et al. (COLING 2020) is a comparison \"A beats B\" between two "
-        "cells; Δ is the mean over their shared seeds, p the largest one-sided paired-bootstrap p over those seeds, "
-        "and the seed noise 1.96·σ·√(2/n) for n shared seeds. **supported** / **contradicted** needs p < 0.05 *and* "
-        "|Δ| above the seed noise; anything less is **not resolved** (`nmt/claims.py`).",
-        "- **Curves** (`curves.png`): validation loss (label-smoothed, per target token) and greedy validation BLEU "
-        "from each run's `metrics.csv`, at every validation. **Bars** (`bleu.png`): the table's mean ± std. "
-        "**Gradient norms** (`grad_norms.png`): the 2-norm of the gradient of all parameters of each encoder and "
-        "decoder layer at each of the first `--log-layer-grads` updates, before clipping, per seed.",
+        ("- **The paper's claims**: each claim of Liu et al. (COLING 2020) is a comparison \"A beats B\" between two "
+         "cells; Δ is the mean over their shared seeds, p the largest one-sided paired-bootstrap p over those seeds, "
+         "and the seed noise 1.96·σ·√(2/n) for n shared seeds. **supported** / **contradicted** needs p < 0.05 *and* "
+         "|Δ| above the seed noise; anything less is **not resolved** (`nmt/claims.py`)."),
+        ("- **Curves** (`curves.png`): validation loss (label-smoothed, per target token) and greedy validation BLEU "
+         "from each run's `metrics.csv`, at every validation. **Bars** (`bleu.png`): the table's mean ± std. "
+         "**Gradient norms** (`grad_norms.png`): the 2-norm of the gradient of all parameters of each encoder and "
+         "decoder layer at each of the first `--log-layer-grads` updates, before clipping, per seed."),
         "- **Wall time**: seconds from start to end of the run's last train.py process (results.json).",
         "",
     ]
-    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nmt.report", description="Rewrite DIR/report/ of a sweep.")
+    p.add_argument("out", type=Path, help="the sweep's --out folder")
+    add_scoring_args(p)
+    add_eval_args(p, with_average_last=True)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nmt.sweep import build_parser
-
-    p = argparse.ArgumentParser(prog="python -m nmt.report", description="Rewrite DIR/report/ of a sweep.")
-    p.add_argument("out", type=Path, help="the sweep's --out folder")
-    for action in build_parser()._action_groups[-1]._group_actions:  # the evaluation flags, as the sweep's
-        p.add_argument(*action.option_strings, dest=action.dest, default=action.default, type=action.type,
-                       choices=action.choices, help=action.help)
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if not (args.out / "runs").is_dir():
         print(f"report: error: {args.out} holds no runs/ folder", file=sys.stderr)
         return 2
-    print(f"report written to {build(args.out, args)}/")
+    print(f"report written to {build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args))}/")
     return 0
 
 

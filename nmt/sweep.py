@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from nmt import report
+from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +146,8 @@ def run_state(run_dir: Path) -> str:
 
 
 BUDGET = ("max_steps", "patience", "min_delta")
-"""The sweep's own flags that say when every run stops: recorded in sweep.json, passed to every run (fresh or resumed)."""
+"""The sweep's own flags that say when every run stops: recorded in sweep.json, passed to every run (fresh or
+resumed)."""
 
 
 def train_command(run: Run, run_dir: Path, state: str, config: str | None, train_args: list[str],
@@ -300,7 +303,8 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
                 run_dir = runs_dir / run.name
                 if state == RESTART:
                     shutil.rmtree(run_dir)
-                    print(f"{run.name}: stopped before its first checkpoint; starting it again from scratch", flush=True)
+                    print(f"{run.name}: stopped before its first checkpoint; starting it again from scratch",
+                          flush=True)
                 command = train_command(run, run_dir, RESUME if state == RESUME else FRESH, args.config,
                                         args.train_args, {name: getattr(args, name) for name in BUDGET})
                 with open(logs / f"{run.name}.log", "a") as log:
@@ -308,8 +312,9 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
                     log.flush()
                     slot = free_slots.pop(0)
                     run_env = env if gpus[slot] is None else {**env, "CUDA_VISIBLE_DEVICES": gpus[slot]}
-                    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=run_env, pass_fds=(lock_fd,),
-                                            start_new_session=True, preexec_fn=partial(_die_with_parent, os.getpid()))
+                    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=run_env,
+                                            pass_fds=(lock_fd,), start_new_session=True,
+                                            preexec_fn=partial(_die_with_parent, os.getpid()))
                 stop.procs.append(proc)
                 running[proc] = (run, time.time(), slot)
                 verb = "resuming" if state == RESUME else "training"
@@ -365,18 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="train.py --patience for every run: stop a run after N validations "
                    "without a new best validation BLEU (default: the preset's)")
     p.add_argument("--min-delta", type=float, help="train.py --min-delta for every run (default: the preset's)")
-    p.add_argument("--parallel", type=int, default=1, help="runs at once (each with cores/K threads and its share of the GPUs)")
+    p.add_argument("--parallel", type=int, default=1, metavar="K",
+                   help="runs at once, each with cores/K threads and its share of the GPUs (default: 1)")
     p.add_argument("--threads", type=int, default=0, help="threads per run (default: cores / --parallel)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--report-only", action="store_true", help="train nothing: evaluate the runs there and report")
-    g = p.add_argument_group("evaluation (as evaluate.py)")
-    g.add_argument("--split", default="test", choices=["valid", "test"])
-    g.add_argument("--beam", type=int, default=4)
-    g.add_argument("--lenpen", type=float, default=0.6)
-    g.add_argument("--lenpen-style", default="gnmt", choices=["gnmt", "fairseq"])
-    g.add_argument("--average-last", type=int, default=0, metavar="N")
-    g.add_argument("--bootstrap", type=int, default=1000)
-    g.add_argument("--limit", type=int, default=0, help="evaluate the first N sentences only")
+    evaluation = p.add_argument_group("evaluation (as evaluate.py)")
+    add_scoring_args(evaluation)
+    add_eval_args(evaluation, with_average_last=True)
     return p
 
 
@@ -427,11 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             print(f"{len(failed)} runs failed: {', '.join(failed)}; the report leaves them out, the next sweep "
                   "tries them again", file=sys.stderr)
-    from nmt import report
-
     if not args.report_only:
         _finish_invocation(out, started)
-    folder = report.build(out, args)
+    folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args))
     print(f"report written to {folder}/", flush=True)
     return 1 if not args.report_only and failed else 0
 

@@ -69,7 +69,8 @@ from nmt.config import (
     resolve_precision,
     save_config,
 )
-from nmt.data.corpus import Corpus, DataError, resolve_corpus, sha256_file
+from nmt.data.catalog import resolve_corpus
+from nmt.data.corpus import Corpus, DataError, sha256_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,12 +276,7 @@ def _checkpoint_to_resume(ckpt_dir: Path, resume: str) -> tuple[Path, dict]:
 
 def announce(setup: RunSetup) -> None:
     log(f"run directory: {setup.run_dir}" + (" (resuming)" if setup.resuming else ""))
-    corpus = setup.corpus
-    if corpus.is_toy:
-        log("data: the embedded toy corpus (generated en→de from a small grammar and lexicon, "
-            f"in {corpus.path}). It is a toy for trying the framework, not a benchmark.")
-    else:
-        log(f"data: {corpus.path} ({corpus.src}→{corpus.tgt}); scored by {corpus.protocol.description()}")
+    log(f"data: {setup.corpus.description()}")
 
 
 # ------------------------------------------------------------------------------------------- 2. prepare the data

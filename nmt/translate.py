@@ -19,40 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nmt.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from nmt.data.batching import length_batches
 from nmt.data.corpus import DataError, read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from nmt.decode import beam_search, greedy_decode
+from nmt.eval_settings import EvalSettings, add_eval_args
 from nmt.model import ModelConfig, Transformer
 
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable or not one of ours; the message names the file."""
-
-
-def find_checkpoint(path: Path, which: str = "best") -> Path:
-    """The checkpoint file meant by a run directory (``best`` or ``last``) or a file path."""
-    path = Path(path)
-    if path.is_dir():
-        folder = path / "checkpoints"
-        for name in ([which] if which != "best" else ["best", "last"]):  # a run without validation has no best
-            candidate = folder / f"{name}.ckpt"
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(f"{path}: no checkpoints/{which}.ckpt (is this a run directory?)")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint or run directory")
-    return path
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own files: they hold bytes and dicts
-    except Exception as e:  # truncated, corrupt, not a torch file
-        raise CheckpointError(f"{path}: cannot be loaded ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt.get("hyper_parameters", {}):
-        raise CheckpointError(f"{path}: not an nmt checkpoint (no state_dict / model hyper-parameters)")
-    return ckpt
+DEFAULTS = EvalSettings()
 
 
 class Translator:
@@ -70,26 +45,29 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, ckpt: dict, file: Path, device: str = "cpu") -> Translator:
         """A translator from a loaded checkpoint dict (``file`` locates a run's spm.model if it has none)."""
+        hparams = ckpt.get("hyper_parameters")
+        if not isinstance(hparams, dict) or "model" not in hparams:
+            raise CheckpointError(file, "not an nmt checkpoint (no model hyper-parameters)")
         if "spm_model" in ckpt:
             tokenizer = Tokenizer(model_bytes=ckpt["spm_model"])
         elif (file.parent.parent / "spm.model").is_file():
             tokenizer = Tokenizer(file.parent.parent / "spm.model")
         else:
-            raise CheckpointError(f"{file}: carries no SentencePiece model and no spm.model is beside its run")
-        model = Transformer(ModelConfig(**ckpt["hyper_parameters"]["model"]))
+            raise CheckpointError(file, "without its SentencePiece model (none inside, no spm.model beside its run)")
+        model = Transformer(ModelConfig(**hparams["model"]))
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
         model.load_state_dict(state)
-        decoding = ckpt["hyper_parameters"].get("decoding", {})
+        decoding = hparams.get("decoding", {})
         return cls(model.to(device), tokenizer, decoding.get("max_len_a", 1.2), decoding.get("max_len_b", 10))
 
     @torch.no_grad()
     def translate(
         self,
         lines: list[str],
-        beam: int = 4,
-        lenpen: float = 0.6,
-        lenpen_style: str = "gnmt",
-        max_tokens: int = 4096,
+        beam: int = DEFAULTS.beam,
+        lenpen: float = DEFAULTS.lenpen,
+        lenpen_style: str = DEFAULTS.lenpen_style,
+        max_tokens: int = DEFAULTS.max_tokens,
         use_cache: bool = True,
     ) -> list[str]:
         """Translations of ``lines`` in their order; blank lines give empty translations."""
@@ -117,18 +95,15 @@ class Translator:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nmt.translate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m nmt.translate", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="run directory or checkpoint file")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint of a run directory")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="which checkpoint of a run directory (default: best)")
     p.add_argument("--input", help="file to translate (default: stdin)")
     p.add_argument("--output", help="file to write (default: stdout)")
-    p.add_argument("--beam", type=int, default=4, help="beam size (1: greedy)")
-    p.add_argument("--lenpen", type=float, default=0.6, help="length penalty α")
-    p.add_argument("--lenpen-style", default="gnmt", choices=["gnmt", "fairseq"],
-                   help="gnmt: ((5+len)/6)^α (Wu et al. 2016); fairseq: len^α")
-    p.add_argument("--max-tokens", type=int, default=4096, help="source tokens × beam per batch")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_eval_args(p, with_max_tokens=True)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the model runs (default: cuda when a GPU is available, else cpu)")
     return p
 
 
@@ -145,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DataError) as e:
         print(f"nmt.translate: error: {e}", file=sys.stderr)
         return 2
-    outputs = translator.translate(lines, args.beam, args.lenpen, args.lenpen_style, args.max_tokens)
+    outputs = translator.translate(lines, **EvalSettings.from_args(args).decoding())
     text = "".join(line + "\n" for line in outputs)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

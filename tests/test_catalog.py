@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nmt.data.catalog import DATASETS, Protocol, default_protocol, protocol_for
-from nmt.data.corpus import Corpus, DataError, read_lines, resolve_corpus
+from nmt.data.catalog import DATASETS, protocol_for, resolve_corpus
+from nmt.data.corpus import Corpus, DataError, read_lines
+from nmt.data.protocol import Protocol, default_protocol
 from nmt.evaluate import extra_scores, scoring_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,32 @@ def test_unknown_name_lists_the_known_ones(root):
         resolve_corpus("wmt99-xx-yy", None, None)
     for name in ("toy", "iwslt15-en-vi", "wmt14-en-de"):
         assert name in str(e.value)
+
+
+def test_the_toy_corpus_is_a_dataset_generated_on_demand(root, tmp_path, monkeypatch):
+    corpus = resolve_corpus("toy", None, None)
+    folder = root / "toy-en-de"
+    assert (corpus.name, corpus.path, corpus.src, corpus.tgt) == ("toy", folder, "en", "de")
+    assert corpus.protocol == default_protocol("de") and protocol_for("toy", "de") == default_protocol("de")
+    assert corpus.description() == (f"the embedded toy corpus (generated en→de from a small grammar and lexicon, in "
+                                    f"{folder}). It is a toy for trying the framework, not a benchmark.")
+    assert [len(corpus.read_split(split)[0]) for split in ("train", "valid", "test")] == [20_000, 500, 1_000]
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path / "toy")  # a folder of one's own called toy, where --data toy would find it
+    assert resolve_corpus("toy", None, None).path == folder  # --data toy is always the generated corpus
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files  # generated again, byte for byte
+    own = resolve_corpus(str(tmp_path / "toy"), None, None)
+    assert own.path == tmp_path / "toy" and own.read_split("test")[1][0] == "test de 0 &apos;s"
+    assert own.description().startswith(f"{tmp_path / 'toy'} (en→de); scored by")
+    with pytest.raises(DataError, match="^--src/--tgt: the toy corpus is en→de only, got de→en$"):
+        resolve_corpus("toy", "de", "en")
+    (folder / "train.de").write_text("verändert\n")
+    with pytest.raises(DataError, match=f"^--data toy: {folder} exists and is not the complete corpus"):
+        resolve_corpus("toy", None, None)
 
 
 def test_any_folder_under_the_data_root_is_a_name(root):
@@ -268,7 +295,7 @@ def test_wmt14_from_a_local_hub_mirror_offline(tmp_path, monkeypatch):
     # a fresh process, so that datasets reads HF_HOME and the offline switches from this environment
     code = "\n".join([
         "from nmt.data import catalog",
-        "from nmt.data.corpus import resolve_corpus",
+        "from nmt.data.catalog import resolve_corpus",
         "catalog.HUB_BATCH_ROWS = 3  # several batches per split",
         "c = resolve_corpus('wmt14-en-de', None, None)",
         "print(c.src, c.tgt)",
@@ -315,7 +342,7 @@ def test_wmt14_from_a_local_hub_mirror_offline(tmp_path, monkeypatch):
 def test_a_mirror_with_other_languages_is_refused(tmp_path):
     pytest.importorskip("datasets")
     make_hub_mirror(tmp_path / "mirror", langs=("fr", "en"))
-    code = "from nmt.data.corpus import resolve_corpus; resolve_corpus('wmt14-en-de', None, None)"
+    code = "from nmt.data.catalog import resolve_corpus; resolve_corpus('wmt14-en-de', None, None)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env=offline_env(tmp_path, NMT_HF_MIRROR=str(tmp_path / "mirror")))
     assert proc.returncode != 0 and "has no split 'train' with a 'translation' column holding en and de" in proc.stderr

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from nmt.data.batching import TokenBatchSampler, length_batches
-from nmt.data.corpus import Corpus, DataError, iter_line_chunks, read_lines, resolve_corpus
+from nmt.data.catalog import resolve_corpus
+from nmt.data.corpus import Corpus, DataError, iter_line_chunks, read_lines
 from nmt.data.datamodule import EncodedPairs, TranslationData, collate
 from nmt.data.encoded import EncodedSide, encode_file, load_or_encode
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, spm_settings, train_or_load
+from nmt.train import main
 
 
 def write_corpus(folder: Path, pairs=None, src="en", tgt="de", **override):
@@ -78,6 +80,41 @@ def test_missing_files_and_languages(tmp_path):
 def test_language_pair_inferred_with_english_as_source(tmp_path):
     corpus = resolve_corpus(str(write_corpus(tmp_path / "c", src="vi", tgt="en")), None, None)
     assert (corpus.src, corpus.tgt) == ("en", "vi")
+
+
+# ----------------------------------------------------------------------------- bad input, as train.py reports it
+BAD_DATA = {
+    # case: (files written over the good corpus, the one line expected on stderr after "train.py: error: ")
+    "invalid UTF-8": ({"train.de": b"ein guter Satz\nnoch einer\nkaputt \xff hier\n"},
+                      "{data}/train.de:3: not valid UTF-8 (byte 0xff)"),
+    "enormous line": ({"train.en": b"short\n" + b"x" * ((1 << 20) + 1) + b"\n"},
+                      "{data}/train.en:2: line of 1,048,577 characters (more than 1,048,576); is this really one "
+                      "sentence per line?"),
+    "empty split": ({"valid.en": b"", "valid.de": b""}, "{data}/valid.en: the valid split is empty"),
+    "missing split": ({"test.de": None}, "--data {data}: missing {data}/test.de (languages found: de, en)"),
+    "empty training files": ({"train.en": b"", "train.de": b""}, "{data}/train.en: the file is empty; SentencePiece "
+                                                                 "has no text to learn its vocabulary from"),
+    "blank training files": ({"train.en": b"\n \n\t\n", "train.de": b"\n\n\n"},
+                             "{data}/train.en and {data}/train.de: every line is blank; SentencePiece has no text to "
+                             "learn its vocabulary from"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+def test_bad_data_stops_train_py_with_one_line_naming_the_file(case, tmp_path, monkeypatch, capsys):
+    """What the README promises: one line naming the file (and line), exit status 2, nothing written."""
+    changes, expected = BAD_DATA[case]
+    data = write_corpus(tmp_path / "corpus")
+    for name, content in changes.items():
+        (data / name).unlink() if content is None else (data / name).write_bytes(content)
+    root, run_dir = tmp_path / "root", tmp_path / "run"
+    monkeypatch.setenv("NMT_DATA_ROOT", str(root))
+    code = main(["--data", str(data), "--run-dir", str(run_dir), "--vocab-size", "300", "--max-steps", "1"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err == f"train.py: error: {expected.format(data=data)}\n"
+    assert not run_dir.exists()  # nothing of a run that could not start
+    if case in ("missing split", "empty training files", "blank training files"):
+        assert not list(root.rglob("*.model"))  # refused before a tokenizer was trained and cached
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from http_site import STANFORD, Silent, Site, closed_port, stanford_files
-from nmt.data.catalog import DATASETS, download_named
-from nmt.data.corpus import DataError, read_lines, resolve_corpus
+from nmt.data.catalog import DATASETS, download_named, resolve_corpus
+from nmt.data.corpus import DataError, read_lines
 from nmt.data.download import unreachable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +267,7 @@ def test_two_runs_at_once_on_one_host_download_once(root, monkeypatch, tmp_path)
         "from nmt.data import catalog",
         "d = catalog.DATASETS['iwslt15-en-vi']",
         f"catalog.DATASETS[d.name] = replace(d, download=replace(d.download, lines={tuple(SMALL.items())!r}))",
-        "from nmt.data.corpus import resolve_corpus",
+        "from nmt.data.catalog import resolve_corpus",
         "print(resolve_corpus('iwslt15-en-vi', None, None).path)",
     ])
     files = stanford_files(SMALL)
@@ -305,7 +305,8 @@ def test_wmt14_offline_fails_within_seconds_with_the_clear_message(tmp_path):
     # the lookup itself, timed inside the process (datasets' own retries take 25-40 s)
     code = "\n".join([
         "import time",
-        "from nmt.data.corpus import DataError, resolve_corpus",
+        "from nmt.data.catalog import resolve_corpus",
+        "from nmt.data.corpus import DataError",
         "started = time.monotonic()",
         "try:",
         "    resolve_corpus('wmt14-en-de', None, None)",

@@ -4,6 +4,7 @@ import math
 import random
 import sys
 
+import numpy as np
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
 
@@ -174,7 +175,27 @@ def test_paired_bootstrap_is_deterministic():
     first = paired_bootstrap(a, b, refs, n=100, seed=7)
     assert paired_bootstrap(a, b, refs, n=100, seed=7) == first
     assert paired_bootstrap(a, b, refs, n=100, seed=8)["ci95"] != first["ci95"]
-    assert 0 < first["p_value"] <= 1
+
+
+def test_paired_bootstrap_p_value_recomputed_with_sacrebleu():
+    """p = (resamples in which the system does not beat the baseline + 1) / (n + 1), recomputed here from scratch:
+    the same resamples (len(refs) indices with replacement from numpy's default_rng(seed)), each scored by
+    sacreBLEU's own corpus_score rather than from summed per-sentence statistics."""
+    refs, garble = _corpus(120)
+    a = [garble(r, 0.3) for r in refs]
+    b = [garble(r, 0.3) for r in refs]  # about equally good: p is neither near 0 nor near 1
+    n, seed = 60, 7
+    indices = np.random.default_rng(seed).integers(0, len(refs), size=(n, len(refs)))
+    bleu = BLEU()
+    not_better = 0
+    for row in indices:
+        resampled = [[refs[i] for i in row]]
+        delta = (bleu.corpus_score([b[i] for i in row], resampled).score
+                 - bleu.corpus_score([a[i] for i in row], resampled).score)
+        not_better += delta <= 0
+    result = paired_bootstrap(a, b, refs, n=n, seed=seed)
+    assert result["p_value"] == pytest.approx((not_better + 1) / (n + 1))
+    assert 0.05 < result["p_value"] < 0.95
 
 
 def test_paired_bootstrap_validates():

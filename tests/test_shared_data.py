@@ -12,8 +12,7 @@ import pytest
 
 from conftest import ROOT
 from http_site import REAL_LINES, Site, stanford_files
-from nmt.data.catalog import DATASETS
-from nmt.data.corpus import resolve_corpus
+from nmt.data.catalog import DATASETS, resolve_corpus
 from nmt.data.datamodule import TranslationData
 from nmt.data.tokenizer import Tokenizer, spm_settings, train_or_load
 from nmt.evaluate import extra_scores, scoring_protocol

@@ -4,8 +4,10 @@ import io
 import shutil
 
 import pytest
+import torch
 
-from nmt.translate import CheckpointError, Translator, find_checkpoint, main
+from nmt.checkpoint import CheckpointError, find_checkpoint
+from nmt.translate import Translator, main
 
 
 def test_translates_stdin_to_stdout_in_order(toy_run, monkeypatch, capsys):
@@ -24,8 +26,9 @@ def test_file_input_output_and_greedy_equals_beam_1(toy_run, tmp_path):
     src = base / "data" / "toy-en-de" / "test.en"
     first = src.read_text().split("\n")[:20]
     (tmp_path / "in.en").write_text("\n".join(first) + "\n")
-    assert main([str(run_dir), "--input", str(tmp_path / "in.en"), "--output", str(tmp_path / "out.de"), "--beam", "1"]) == 0
-    written = (tmp_path / "out.de").read_text().split("\n")[:-1]
+    out = tmp_path / "out.de"
+    assert main([str(run_dir), "--input", str(tmp_path / "in.en"), "--output", str(out), "--beam", "1"]) == 0
+    written = out.read_text().split("\n")[:-1]
     translator = Translator.load(run_dir)
     assert written == translator.translate(first, beam=1)
     assert len(written) == 20
@@ -43,11 +46,15 @@ def test_bad_checkpoints(toy_run, tmp_path, capsys):
     truncated.write_bytes(data[: len(data) // 2])
     assert main([str(truncated)]) == 2
     err = capsys.readouterr().err
-    assert "cut.ckpt: cannot be loaded" in err and len(err.strip().splitlines()) == 1
-    with pytest.raises(CheckpointError, match="no checkpoints/best.ckpt"):
+    assert f"checkpoint {truncated} is unreadable, truncated or corrupt" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(CheckpointError, match=r"checkpoints/best\.ckpt is missing"):
         find_checkpoint(tmp_path)
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match=r"nope\.ckpt is missing \(neither a checkpoint file nor a run directory"):
         find_checkpoint(tmp_path / "nope.ckpt")
+    weights = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": {}}, weights)  # a Lightning checkpoint, but not of an nmt model
+    assert main([str(weights)]) == 2
+    assert f"checkpoint {weights} is not an nmt checkpoint" in capsys.readouterr().err
 
 
 def test_cached_and_uncached_logits_agree_on_the_trained_model(toy_run):

@@ -1,4 +1,4 @@
-"""Parallel corpora on disk: the ``--data DIR`` layout, and the names ``--data`` accepts.
+"""Parallel corpora on disk: the ``--data DIR`` layout, read and checked.
 
 A corpus folder holds line-aligned plain UTF-8 text, one sentence per line::
 
@@ -9,7 +9,8 @@ it also splits on U+0085, U+2028 and other characters that occur inside sentence
 would silently misalign the two sides.
 
 Every problem with the files raises ``DataError`` with a one-line message naming the file (and line);
-the command-line entry points print it without a traceback.
+the command-line entry points print it without a traceback. What ``--data`` names (a folder, the toy
+corpus, a benchmark) is turned into a ``Corpus`` by ``nmt.data.catalog.resolve_corpus``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from nmt.data.catalog import Protocol
+from nmt.data.protocol import Protocol, default_protocol
 
 SPLITS = ("train", "valid", "test")
-TOY = "toy"
-"""The embedded default: a corpus the project generates itself (``nmt.data.synthetic``)."""
 
 
 class DataError(Exception):
@@ -48,7 +45,9 @@ def read_lines(path: Path, max_line_bytes: int = 1 << 20) -> list[str]:
     return lines
 
 
-def iter_line_chunks(path: Path, chunk_bytes: int = 4 << 20, max_line_bytes: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+def iter_line_chunks(
+    path: Path, chunk_bytes: int = 4 << 20, max_line_bytes: int = 1 << 20
+) -> Iterator[tuple[int, bytes]]:
     """Stream a file as ``(number of its first line, raw bytes)`` chunks that end on a line boundary.
 
     Memory stays bounded by ``chunk_bytes`` plus one line, whatever the file's size; a line longer
@@ -164,15 +163,17 @@ class Corpus:
     path: Path
     src: str
     tgt: str
-    is_toy: bool = False
-    protocol: Protocol | None = None  # how its test set is scored; None: the one nmt.data.catalog gives its name
+    protocol: Protocol | None = None  # how its test set is scored; None: default_protocol (a folder of one's own)
     stems: dict[str, str] = field(default_factory=dict)  # file stem of a split not named after it (tst2013 …)
+    about: str = ""  # what it is, for people, where its folder and protocol do not say it (the toy corpus)
 
     def __post_init__(self) -> None:
         if self.protocol is None:
-            from nmt.data.catalog import protocol_for
+            self.protocol = default_protocol(self.tgt)
 
-            self.protocol = protocol_for(self.name, self.tgt)
+    def description(self) -> str:
+        """What the run trains on, in one line for the log."""
+        return self.about or f"{self.path} ({self.src}→{self.tgt}); scored by {self.protocol.description()}"
 
     def file(self, split: str, lang: str) -> Path:
         return self.path / f"{self.stems.get(split, split)}.{lang}"
@@ -195,60 +196,3 @@ class Corpus:
 
     def hashes(self) -> dict[str, str]:
         return {str(p): cached_sha256(p) for p in self.files()}
-
-
-def languages_in(folder: Path) -> list[str]:
-    """The language codes ``train.*`` files in ``folder`` are named with, sorted."""
-    return sorted(p.suffix[1:] for p in folder.glob("train.*") if p.suffix[1:])
-
-
-def resolve_corpus(data: str, src: str | None, tgt: str | None, download: bool = True, wait: bool = False) -> Corpus:
-    """Turn ``--data`` (``toy``, a folder, or a name) and ``--src/--tgt`` into a checked ``Corpus``.
-
-    The toy corpus is generated into ``data/toy-en-de`` the first time it is asked for. A ``data`` that
-    is no folder is looked up as a dataset name (``nmt.data.catalog``, e.g. ``wmt14-en-de``), then as a
-    folder ``data_root()/<data>``. A folder named after a dataset is that dataset (its languages,
-    file names and scoring protocol). A named dataset whose folder is missing is fetched into it, unless
-    ``download`` is False (``--no-download``); with ``wait``, another process of the node fetches it and
-    this one waits for it (see ``catalog.resolve_named``).
-    """
-    if data == TOY:
-        from nmt.data import synthetic
-
-        if (src, tgt) not in ((None, None), ("en", "de")):
-            raise DataError(f"--src/--tgt: the toy corpus is en→de only, got {src}→{tgt}")
-        folder = data_root() / "toy-en-de"
-        try:
-            synthetic.write_corpus(folder)
-        except FileExistsError as e:
-            raise DataError(f"--data toy: {e}") from None
-        return Corpus(TOY, folder, "en", "de", is_toy=True)
-
-    from nmt.data import catalog
-
-    folder = Path(data)
-    if not folder.is_dir():
-        if data in catalog.DATASETS:
-            return catalog.resolve_named(data, src, tgt, download=download, wait=wait)
-        folder = data_root() / data
-        if not folder.is_dir():
-            raise DataError(
-                f"--data {data}: no such folder (nor {folder}) and no dataset of that name. Give a folder holding "
-                f"train/valid/test.{{src,tgt}} files, or one of the names {', '.join([TOY, *catalog.names()])}"
-            )
-    named = Path(os.path.abspath(folder)).name  # "." has a name too; a symbolic link keeps its own
-    if named in catalog.DATASETS:
-        return catalog.DATASETS[named].corpus_in(folder, src, tgt, given=data)
-    langs = languages_in(folder)
-    if src is None and tgt is None:
-        if len(langs) == 2 and "en" in langs:
-            src, tgt = "en", next(lang for lang in langs if lang != "en")
-        else:
-            raise DataError(f"--data {data}: languages {langs or 'none'} found; say which with --src and --tgt")
-    elif src is None or tgt is None:
-        raise DataError("--src and --tgt go together: give both or neither")
-    corpus = Corpus(folder.name, folder, src, tgt)
-    missing = [str(p) for p in corpus.files() if not p.is_file()]
-    if missing:
-        raise DataError(f"--data {data}: missing {', '.join(missing)} (languages found: {', '.join(langs) or 'none'})")
-    return corpus

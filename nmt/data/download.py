@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TextIO
 
 from nmt.data.corpus import DataError, sha256_file
+from nmt.data.publish import publish
 
 try:
     import fcntl
@@ -114,18 +115,12 @@ def fetch_folder(files: list[tuple[str, str]], folder: Path, check: Callable[[Pa
                         raise DownloadError(f"{why}; nothing of the download was kept") from None
                 record["files"][name] = {"url": url, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
             (staging / "origin.json").write_text(json.dumps(record, indent=2) + "\n")
-            _fsync_dir(staging)
-            try:
-                os.rename(staging, folder)
-            except OSError:
-                if not folder.is_dir():  # not another host's copy that got there first
-                    raise
+            if not publish(staging, folder):  # another host's copy got there first
                 shutil.rmtree(staging, ignore_errors=True)
                 return {}
             # The lock file moved along (a process arriving just before the rename still waits on it, then finds
             # it gone from the staging folder and looks again); it is no part of the result.
             (folder / LOCK).unlink(missing_ok=True)
-            _fsync_dir(folder.parent)
             return record
         except DownloadError as e:
             if not e.keep or not _holds_progress(staging):
@@ -334,19 +329,6 @@ def _holds_progress(staging: Path) -> bool:
     if not staging.is_dir():
         return False
     return any(p.name != LOCK and not p.name.endswith(".validator") and p.stat().st_size for p in staging.iterdir())
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every file system syncs folders
-    finally:
-        os.close(fd)
 
 
 def _why(e: BaseException) -> str:

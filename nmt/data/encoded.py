@@ -11,7 +11,8 @@ Python list of the whole corpus, so WMT'14's 4.5M pairs encode within a few hund
 
 The cache folder ``<cache_root>/encoded/<key>/`` is keyed by the SHA-256 of every data file and of the
 SentencePiece model, so changing either encodes again; it is built in a temporary folder and renamed
-into place, so a killed run never leaves half a cache. A second run on the same data only maps the files.
+into place (``nmt.data.publish``), so a killed run never leaves half a cache. A second run on the same
+data only maps the files.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from nmt.data.corpus import SPLITS, Corpus, DataError, decode_chunk, iter_line_chunks
+from nmt.data.publish import publishing
 
 FORMAT = 1
 """Bumped whenever the stored layout changes, so that an old cache is never misread."""
@@ -102,7 +102,11 @@ def encode_file(path: Path, model_bytes: bytes, prefix: Path, workers: int) -> i
     """Encode every line of ``path`` into ``prefix.{ids,len,blank}``; returns the number of lines."""
     chunks: Iterator[tuple[str, int, bytes]] = ((str(path), first, raw) for first, raw in iter_line_chunks(path))
     count = 0
-    with open(f"{prefix}.ids", "wb") as ids_f, open(f"{prefix}.len", "wb") as len_f, open(f"{prefix}.blank", "wb") as blank_f:
+    with (
+        open(f"{prefix}.ids", "wb") as ids_f,
+        open(f"{prefix}.len", "wb") as len_f,
+        open(f"{prefix}.blank", "wb") as blank_f,
+    ):
         if workers > 1 and path.stat().st_size > _PARALLEL_BYTES:
             context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
             with context.Pool(workers, initializer=_init_worker, initargs=(model_bytes,)) as pool:
@@ -147,14 +151,19 @@ def default_workers() -> int:
 
 # ---------------------------------------------------------------- the cache
 def cache_key(file_hashes: dict[str, str], corpus: Corpus, model_bytes: bytes) -> str:
-    files = {f"{split}.{lang}": file_hashes[str(corpus.file(split, lang))] for split in SPLITS for lang in (corpus.src, corpus.tgt)}
-    text = json.dumps({"format": FORMAT, "files": files, "spm": hashlib.sha256(model_bytes).hexdigest()}, sort_keys=True)
+    files = {
+        f"{split}.{lang}": file_hashes[str(corpus.file(split, lang))]
+        for split in SPLITS
+        for lang in (corpus.src, corpus.tgt)
+    }
+    spm_hash = hashlib.sha256(model_bytes).hexdigest()
+    text = json.dumps({"format": FORMAT, "files": files, "spm": spm_hash}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_or_encode(
-    corpus: Corpus, file_hashes: dict[str, str], model_bytes: bytes, cache_root: Path, workers: int | None = None, log=print,
-    build: bool = True,
+    corpus: Corpus, file_hashes: dict[str, str], model_bytes: bytes, cache_root: Path, workers: int | None = None,
+    log=print, build: bool = True,
 ) -> dict[str, tuple[EncodedSide, EncodedSide]]:
     """Every split of ``corpus`` as (source, target) ``EncodedSide``s, encoded now or read from the cache.
 
@@ -171,22 +180,15 @@ def load_or_encode(
     if not (folder / "meta.json").is_file():
         workers = workers or default_workers()
         log(f"encoding {corpus.path} with {workers} process{'es' if workers > 1 else ''} (cached in {folder}) ...")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}-"))
-        try:
+        with publishing(folder, complete=lambda f: (f / "meta.json").is_file()) as tmp:
             counts = {}
             for split in SPLITS:
                 for lang in (corpus.src, corpus.tgt):
-                    counts[f"{split}.{lang}"] = encode_file(corpus.file(split, lang), model_bytes, tmp / f"{split}.{lang}", workers)
+                    name = f"{split}.{lang}"
+                    counts[name] = encode_file(corpus.file(split, lang), model_bytes, tmp / name, workers)
                 _check_aligned(corpus, split, counts[f"{split}.{corpus.src}"], counts[f"{split}.{corpus.tgt}"])
-            (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "lines": counts, "source": str(corpus.path)}) + "\n")
-            try:
-                os.replace(tmp, folder)
-            except OSError:
-                if not (folder / "meta.json").is_file():  # not a twin process that finished first
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            meta = {"format": FORMAT, "lines": counts, "source": str(corpus.path)}
+            (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
     else:
         log(f"encoded data: using cached {folder}")
     return {

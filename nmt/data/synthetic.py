@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
+
+from nmt.data.publish import publishing
 
 __all__ = [
     "DEFAULT_SEED", "DEFAULT_SIZES", "DESCRIPTION", "SPLITS", "NOUNS", "ADJECTIVES", "VERBS", "MATRIX_VERBS", "NAMES",
@@ -872,10 +872,10 @@ def write_corpus(out_dir: str | os.PathLike, seed: int = DEFAULT_SEED,
 
     Splits are disjoint: all pairs come from one stream of distinct English sentences, cut into test,
     then valid, then train (so the test set does not change when only the train size does). The corpus
-    is written into a temporary sibling directory that is renamed into place at the end, so an interrupted
-    call never leaves a half-written corpus that looks complete. If out_dir already holds the complete
-    corpus for this seed and these sizes it is left alone; if it holds anything else (other than being
-    empty), FileExistsError is raised rather than overwriting it."""
+    is written into a temporary sibling directory that is renamed into place at the end
+    (``nmt.data.publish``), so an interrupted call never leaves a half-written corpus that looks complete.
+    If out_dir already holds the complete corpus for this seed and these sizes it is left alone; if it
+    holds anything else (other than being empty), FileExistsError is raised rather than overwriting it."""
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     if sorted(sizes) != sorted(SPLITS) or any(not isinstance(sizes[s], int) or sizes[s] < 0 for s in SPLITS):
         raise ValueError(f"sizes must map exactly {SPLITS} to non-negative ints, got {sizes}")
@@ -893,23 +893,11 @@ def write_corpus(out_dir: str | os.PathLike, seed: int = DEFAULT_SEED,
     for split in ("test", "valid", "train"):
         bounds[split] = (start, start + counts[split])
         start += counts[split]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()
-    try:
+    with publishing(out, complete=lambda folder: _is_complete(folder, counts, readme)) as tmp:
         for split in SPLITS:
             chunk = pairs[slice(*bounds[split])]
             for lang, side in (("en", 0), ("de", 1)):
                 with open(tmp / f"{split}.{lang}", "w", encoding="utf-8", newline="\n") as f:
                     f.write("".join(pair[side] + "\n" for pair in chunk))
         (tmp / "README.md").write_text(readme, encoding="utf-8", newline="\n")
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            if not _is_complete(out, counts, readme):  # a concurrent call may have finished first
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return counts

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import sentencepiece as spm
 
 from nmt.data.corpus import DataError
+from nmt.data.publish import publishing
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -62,10 +60,11 @@ def train_or_load(
     if model.is_file():
         log(f"SentencePiece: using cached {model}")
         return model
+    for file in files:  # SentencePiece itself would stop with an internal error naming neither file nor cause
+        if file.stat().st_size == 0:
+            raise DataError(f"{file}: the file is empty; SentencePiece has no text to learn its vocabulary from")
     log(f"SentencePiece: training a {settings['model_type']} model, vocabulary {settings['vocab_size']} ...")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}-"))
-    try:
+    with publishing(folder, complete=lambda f: (f / "spm.model").is_file()) as tmp:
         trainer_args = {k: v for k, v in settings.items() if k != "seed"}
         spm.set_random_generator_seed(settings["seed"])
         try:
@@ -81,15 +80,13 @@ def train_or_load(
                     f"--vocab-size {settings['vocab_size']} is too small for {files[0].parent}: SentencePiece needs "
                     "room for every character of the corpus plus 256 byte-fallback pieces"
                 ) from None
+            if "sentences_.empty()" in str(e) or "all_chars_count" in str(e):
+                raise DataError(
+                    f"{' and '.join(map(str, files))}: every line is blank; SentencePiece has no text to learn its "
+                    "vocabulary from"
+                ) from None
             raise
         (tmp / "settings.json").write_text(key_text + "\n")
-        try:
-            os.replace(tmp, folder)  # atomic: a concurrent or killed run never sees half a model
-        except OSError:
-            if not model.is_file():  # not a twin process that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return model
 
 

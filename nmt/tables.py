@@ -1,0 +1,21 @@
+"""Markdown tables of results, rendered one way: evaluate.py's BLEU table and the study report's tables.
+
+``markdown_table(head, rows)`` renders a header and rows of cells already formatted; ``cell(value, spec)``
+formats one value, and writes ``—`` for a value that is missing (None), never "None" or "nan".
+"""
+
+from __future__ import annotations
+
+MISSING = "—"
+
+
+def cell(value, spec: str = ".2f") -> str:
+    """``value`` formatted with ``spec`` (as ``format(value, spec)``), or ``—`` if it is None."""
+    return MISSING if value is None else format(value, spec)
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table: the header, its separator, one line per row."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
