@@ -154,7 +154,7 @@ def test_two_processes_hold_the_same_weights(two_processes, name):
 
 def test_admin_profiles_the_first_batch_of_one_process_whatever_the_number_of_processes(two_processes):
     """The profiled batch is the first of epoch 0 in one process's order, not a process's own first batch."""
-    from nmt.data.corpus import resolve_corpus
+    from nmt.data.catalog import resolve_corpus
     from nmt.data.datamodule import TranslationData
 
     folder, data, _ = two_processes
