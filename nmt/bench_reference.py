@@ -4,8 +4,9 @@ Same sizes as the project's model (d_model, heads, d_ff, encoder and decoder lay
 embedding matrix shared by source, target and the output projection, sinusoidal positions, the same
 label-smoothed loss through ``F.cross_entropy(label_smoothing=ε, ignore_index=pad, reduction="sum")``
 divided by the batch's non-padding target tokens, and Adam with the same settings. No Lightning, no
-pluggable residual blocks: ``norm_first`` is True for ``pre_ln`` and False otherwise (Post-LN), the
-nearest torch has. Differences that remain, stated so the ratio is read right: ``nn.Transformer`` always
+pluggable residual blocks: ``norm_first`` is True for a pre-norm variant (one whose class declares that
+its stack ends with a LayerNorm, ``pre_ln`` among the paper's) and False otherwise (Post-LN), the nearest
+torch has. Differences that remain, stated so the ratio is read right: ``nn.Transformer`` always
 ends both stacks with a LayerNorm (ours only for pre-norm variants: 2·2·d parameters, negligible work);
 like ours, its attention packs W^Q, W^K, W^V into one in-projection; its initialisation differs (speed only).
 """

@@ -47,7 +47,10 @@ class Comparison:
 
 def _cell(key: tuple[str, float]) -> str:
     skip, lam = key
-    return skip if skip in ("skip", "post_ln", "pre_ln") else f"{skip} λ={lam:g}"
+    from nmt.residual import residual_class
+
+    has_lambda = getattr(residual_class(skip), "lambda_rule", "one") != "one"
+    return f"{skip} λ={lam:g}" if has_lambda else skip
 
 
 def comparisons(cells: set[tuple[str, float]]) -> list[Comparison]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,16 @@ import yaml
 from nmt.model import ARCHS
 
 
-def _opt(default: Any, help: str, **extra) -> Any:
+def _opt(default: Any, help: str | Callable[[], str], **extra) -> Any:
+    """A field with its flag's help text (or a function that writes it when the parser is built)."""
     return field(default=default, metadata={"help": help, **extra})
+
+
+def _residual():
+    """nmt.residual, imported when the help text is written (it imports torch): the variants' registry."""
+    import nmt.residual
+
+    return nmt.residual
 
 
 @dataclass(frozen=True)
@@ -88,12 +97,11 @@ class TrainConfig:
                              "from the Hugging Face hub; its local cache and $NMT_HF_MIRROR are still used); "
                              "NMT_NO_DOWNLOAD=1 in the environment does the same")
     # --- model
-    arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), small (6+6, d 256), base or big (Vaswani et al.)",
-                     choices=list(ARCHS))
+    arch: str = _opt("tiny", "size preset: tiny (2+2 layers, d 64), narrow (6+6, d 128), small (6+6, d 256), base or "
+                     "big (Vaswani et al.)", choices=list(ARCHS))
     layers: int | None = _opt(None, "encoder and decoder layers each (default: the --arch preset's)")
-    skip: str = _opt("post_ln", "residual variant: skip, post_ln, pre_ln, xskip, xskip_ln, rskip_ln, "
-                     "or package.module:ClassName")
-    lam: float = _opt(1.0, "λ of the residual variant (xskip, xskip_ln: > 0; rskip_ln: integer ≥ 1)", flag="--lambda")
+    skip: str = _opt("post_ln", lambda: _residual().describe_variants())
+    lam: float = _opt(1.0, lambda: _residual().describe_lambdas(), flag="--lambda")
     dropout: float | None = _opt(None, "residual and embedding dropout (default: the preset's)")
     attention_dropout: float = _opt(0.0, "dropout on attention weights")
     activation_dropout: float = _opt(0.0, "dropout after the feed-forward ReLU")
@@ -225,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             extra["type"] = _scalar_type(f)
         default = f.default
-        parser.add_argument(flag_name(f.name), dest=f.name, help=f"{f.metadata['help']} (default: {default})", **extra)
+        help_text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
+        parser.add_argument(flag_name(f.name), dest=f.name, help=f"{help_text} (default: {default})", **extra)
     return parser
 
 

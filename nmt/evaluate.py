@@ -34,9 +34,8 @@ from pathlib import Path
 
 from nmt.config import ConfigError, TrainConfig, read_saved_config
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
+from nmt.residual import BASELINE, variant_order
 from nmt.tables import MISSING, cell, markdown_table
-
-BASELINE = "post_ln"
 
 
 @dataclass
@@ -149,7 +148,7 @@ def evaluate_run(run: Path, settings: EvalSettings, scoring: ScoringSettings,
         lam=cfg.lam,
         seed=cfg.seed,
         arch=cfg.arch,
-        parameters=sum(v.numel() for v in translator.model.state_dict().values()),
+        parameters=translator.model.num_parameters(),  # parameters only, not buffers (Admin's init flag)
         updates=int(ckpt.get("global_step", 0)),
         tokens_seen=int(ckpt.get("tokens_seen", 0)),
         wall_time_s=record.get("wall_time_s"),
@@ -252,7 +251,7 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
         groups.setdefault((s.skip, s.lam), []).append(s)
     baseline = {s.seed: s for s in groups.get((BASELINE, 1.0), []) if not s.diverged}
     rows = []
-    for (skip, lam), runs in sorted(groups.items(), key=lambda kv: (kv[0][0] != BASELINE, kv[0])):
+    for (skip, lam), runs in sorted(groups.items(), key=lambda kv: variant_order(*kv[0])):
         trained = [r for r in runs if not r.diverged]
         bleu_mean, bleu_std = _mean_std([r.bleu for r in trained])
         chrf_mean, _ = _mean_std([r.chrf for r in trained])

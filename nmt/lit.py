@@ -263,11 +263,28 @@ class TranslationModule(L.LightningModule):
             super().lr_scheduler_step(scheduler, metric)
 
     def on_train_start(self) -> None:
+        if self.model.needs_data_init:  # never on resume: the flag is set in the restored weights
+            self._data_dependent_init()
         self._last_step = self.trainer.global_step
         if self.trainer.is_global_zero:  # resumed: the interrupted process's rows after the checkpoint are redone
             for logger in self.loggers:
                 if hasattr(logger, "drop_after"):
                     logger.drop_after(self.trainer.global_step)
+
+    def _data_dependent_init(self) -> None:
+        """The residual blocks' one-time initialisation from data (Admin), before the first update, on the first
+        batch of the seeded epoch-0 order of one process: the same batch on every process, whatever their number.
+        Rank 0's result is then sent to the others, so that no process can differ."""
+        batch = self.trainer.datamodule.first_training_batch()
+        self.model.data_dependent_init(batch["src"].to(self.device), batch["tgt_in"].to(self.device))
+        if self.trainer.world_size > 1:
+            import torch.distributed as dist
+
+            for tensor in self.model.state_dict().values():
+                dist.broadcast(tensor, src=0)
+        if self.echo is not None:
+            self.echo(f"data-dependent initialisation of the residual blocks on the first training batch "
+                      f"({batch['src'].size(0)} sentences)")
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.trainer.global_step

@@ -7,7 +7,7 @@ Read top to bottom; each class is one box of the paper's Figure 1:
     FeedForward         max(0, xW₁ + b₁)W₂ + b₂                                         (§3.3)
     EncoderLayer        self-attention, feed-forward                                    (§3.1)
     DecoderLayer        masked self-attention, encoder-decoder attention, feed-forward  (§3.1)
-    Encoder / Decoder   N layers; a final LayerNorm when the residual block asks for one
+    Encoder / Decoder   N layers, between the residual variant's stack ends (e.g. a final LayerNorm)
     Transformer         encoder + decoder; output projection tied to the embedding      (§3.4)
 
 The one departure from the paper is deliberate and is the point of the project: every sublayer is
@@ -19,7 +19,9 @@ Conventions, the same for every residual variant:
 - initialisation (``ModelConfig.init``, see ``Transformer.reset_parameters``): attention weights Xavier-uniform
   (W^Q, W^K, W^V with gain 1/√2), the feed-forward layers Xavier-uniform (``"xavier"``) or PyTorch's default
   (``"fairseq"``); token embeddings N(0, d_model^-½) with the padding row 0, so that after the √d_model scale
-  they have unit variance like the positional encodings; LayerNorm γ = 1, β = 0;
+  they have unit variance like the positional encodings; LayerNorm γ = 1, β = 0; a residual variant may change
+  the initialisation of what it wraps (DeepNorm) or run a one-time initialisation from data (Admin,
+  ``Transformer.data_dependent_init``);
 - dropout: on the sum of embeddings and positions, and on every sublayer output inside the residual
   block (``dropout``, Pdrop = 0.1 in the paper); optionally on attention weights
   (``attention_dropout``) and after the ReLU (``activation_dropout``), both 0 by default as in the paper.
@@ -34,8 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.residual import build_residual, needs_final_norm
-
+from nmt.residual import Place, State, build_residual, build_stack_ends, residual_class
 
 INITS = ("xavier", "fairseq")
 """Initialisation schemes of the linear layers (``--init``); see ``Transformer.reset_parameters``."""
@@ -71,6 +72,8 @@ class ModelConfig:
 ARCHS: dict[str, dict] = {
     # For tests and smoke runs.
     "tiny": dict(d_model=64, d_ff=256, n_heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
+    # The paper's depth at half the width of "small": for deep-stack studies on a CPU (with --layers 18, say).
+    "narrow": dict(d_model=128, d_ff=512, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
     # The paper's depth (the variants differ with depth) at a width a CPU can train.
     "small": dict(d_model=256, d_ff=1024, n_heads=4, encoder_layers=6, decoder_layers=6, dropout=0.1),
     # Vaswani et al. 2017, Table 3: "base" and "big".
@@ -187,68 +190,98 @@ class FeedForward(nn.Module):
         return self.w2(self.dropout(F.relu(self.w1(x))))
 
 
-class EncoderLayer(nn.Module):
-    """One encoder layer: self-attention, then feed-forward, each inside a residual block."""
+def _residual(cfg: ModelConfig, side: str, layer: int, sublayer: str) -> nn.Module:
+    """The residual block around ``sublayer`` of ``layer`` on ``side``, told where it sits."""
+    place = Place(side, layer, sublayer, cfg.encoder_layers, cfg.decoder_layers)
+    return build_residual(cfg.skip, cfg.d_model, cfg.lam, cfg.dropout, place=place)
 
-    def __init__(self, cfg: ModelConfig):
+
+class EncoderLayer(nn.Module):
+    """One encoder layer: self-attention, then feed-forward, each inside a residual block.
+
+    ``state`` is what the residual blocks carry from one to the next: the hidden tensor (B, S, d), or a
+    variant's several streams; every sublayer takes and returns one (B, S, d) tensor.
+    """
+
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
-        self.self_attn_residual = build_residual(cfg.skip, cfg.d_model, cfg.lam, cfg.dropout)
-        self.ff_residual = build_residual(cfg.skip, cfg.d_model, cfg.lam, cfg.dropout)
+        self.self_attn_residual = _residual(cfg, "encoder", layer, "self_attn")
+        self.ff_residual = _residual(cfg, "encoder", layer, "ff")
 
-    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
-        x = self.self_attn_residual(x, lambda h: self.self_attn(h, mask=src_mask))
-        return self.ff_residual(x, self.ff)
+    def forward(self, state: State, src_mask: Tensor) -> State:
+        state = self.self_attn_residual(state, lambda h: self.self_attn(h, mask=src_mask))
+        return self.ff_residual(state, self.ff)
+
+    def residual_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(residual block, the sublayer it wraps), in the order they compute."""
+        return [(self.self_attn_residual, self.self_attn), (self.ff_residual, self.ff)]
 
 
 class DecoderLayer(nn.Module):
     """One decoder layer: masked self-attention, encoder-decoder attention, feed-forward."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
         self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
         self.ff = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
-        self.self_attn_residual = build_residual(cfg.skip, cfg.d_model, cfg.lam, cfg.dropout)
-        self.cross_attn_residual = build_residual(cfg.skip, cfg.d_model, cfg.lam, cfg.dropout)
-        self.ff_residual = build_residual(cfg.skip, cfg.d_model, cfg.lam, cfg.dropout)
+        self.self_attn_residual = _residual(cfg, "decoder", layer, "self_attn")
+        self.cross_attn_residual = _residual(cfg, "decoder", layer, "cross_attn")
+        self.ff_residual = _residual(cfg, "decoder", layer, "ff")
 
-    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor, cache: dict | None = None) -> Tensor:
+    def forward(self, state: State, memory: Tensor, src_mask: Tensor, cache: dict | None = None) -> State:
         self_cache = cross_cache = None
         if cache is not None:
             self_cache, cross_cache = cache.setdefault("self", {}), cache.setdefault("cross", {})
-        x = self.self_attn_residual(x, lambda h: self.self_attn(h, causal=True, cache=self_cache))
-        x = self.cross_attn_residual(x, lambda h: self.cross_attn(h, memory, mask=src_mask, cache=cross_cache))
-        return self.ff_residual(x, self.ff)
+        state = self.self_attn_residual(state, lambda h: self.self_attn(h, causal=True, cache=self_cache))
+        state = self.cross_attn_residual(state, lambda h: self.cross_attn(h, memory, mask=src_mask, cache=cross_cache))
+        return self.ff_residual(state, self.ff)
+
+    def residual_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.self_attn_residual, self.self_attn), (self.cross_attn_residual, self.cross_attn),
+                (self.ff_residual, self.ff)]
 
 
-class Encoder(nn.Module):
-    """N encoder layers, and a final LayerNorm if the residual block needs one (pre-norm)."""
+class _StackEndsByName:
+    """Loads checkpoints written before the stack ends had their own module: ``final_norm.*`` is ``ends.norm.*``."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix + "final_norm.")]:
+            state_dict[prefix + "ends.norm." + key[len(prefix + "final_norm."):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class Encoder(_StackEndsByName, nn.Module):
+    """N encoder layers between the residual variant's stack ends: embedding → state, state → output
+    (identity for most variants; a final LayerNorm for pre-norm ones; see ``nmt.residual.StackEnds``)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
-        self.final_norm = nn.LayerNorm(cfg.d_model) if needs_final_norm(self.layers[0].ff_residual) else None
+        self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.encoder_layers))
+        self.ends = build_stack_ends(cfg.skip, cfg.d_model, cfg.lam)
 
     def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        state = self.ends.begin(x)
         for layer in self.layers:
-            x = layer(x, src_mask)
-        return self.final_norm(x) if self.final_norm is not None else x
+            state = layer(state, src_mask)
+        return self.ends.end(state)
 
 
-class Decoder(nn.Module):
-    """N decoder layers, and a final LayerNorm if the residual block needs one (pre-norm)."""
+class Decoder(_StackEndsByName, nn.Module):
+    """N decoder layers between the residual variant's stack ends (see ``Encoder``)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
-        self.final_norm = nn.LayerNorm(cfg.d_model) if needs_final_norm(self.layers[0].ff_residual) else None
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.decoder_layers))
+        self.ends = build_stack_ends(cfg.skip, cfg.d_model, cfg.lam)
 
     def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor, cache: DecoderCache | None = None) -> Tensor:
+        state = self.ends.begin(x)
         for i, layer in enumerate(self.layers):
-            x = layer(x, memory, src_mask, cache.layers[i] if cache is not None else None)
-        return self.final_norm(x) if self.final_norm is not None else x
+            state = layer(state, memory, src_mask, cache.layers[i] if cache is not None else None)
+        return self.ends.end(state)
 
 
 class DecoderCache:
@@ -290,6 +323,10 @@ class Transformer(nn.Module):
         self.embed = Embedding(cfg)
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        if getattr(residual_class(cfg.skip), "data_dependent_init", None) is not None:
+            # True once the blocks' one-time initialisation from data has run: saved with the weights, so that a
+            # resumed run (or a loaded checkpoint) never runs it again
+            self.register_buffer("data_init_done", torch.tensor(False))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -304,11 +341,19 @@ class Transformer(nn.Module):
         - ``"fairseq"`` (fairseq's ``transformer``): the biases of W^Q, W^K, W^V and the feed-forward layers keep
           PyTorch's default ``nn.Linear`` initialisation, weights and biases U(±1/√fan_in), which makes W₂ of the
           feed-forward network about half as large as under Xavier (fan_in d_ff = 4d).
+
+        The residual blocks' own parameters are theirs to initialise (in their constructors: LayerNorm γ = 1, β = 0,
+        ReZero's α = 0, …) and are left alone here; afterwards every block's ``init_sublayer`` gets the module it
+        wraps, which it may re-initialise (DeepNorm scales some weights by its β).
         """
         fairseq = self.cfg.init == "fairseq"
         qkv = {id(m.in_proj) for m in self.modules() if isinstance(m, MultiHeadAttention)}
         feed_forward = {id(lin) for m in self.modules() if isinstance(m, FeedForward) for lin in (m.w1, m.w2)}
+        pairs = self.residual_pairs()
+        in_blocks = {id(m) for block, _ in pairs for m in block.modules()}
         for module in self.modules():
+            if id(module) in in_blocks:  # a residual block initialises its own parameters
+                continue
             if isinstance(module, MultiHeadAttention) and not fairseq:
                 # "xavier" runs drew W^Q, W^K and W^V one by one here, then redrew the stacked matrix as any other
                 # linear layer below: the first draw stays, so that they reproduce bit for bit
@@ -330,6 +375,39 @@ class Transformer(nn.Module):
         nn.init.normal_(self.embed.tokens.weight, std=self.cfg.d_model**-0.5)
         with torch.no_grad():
             self.embed.tokens.weight[self.cfg.pad_id].zero_()
+        for block, sublayer in pairs:  # then each block may re-initialise what it wraps (DeepNorm: scaled by β)
+            init = getattr(block, "init_sublayer", None)
+            if init is not None:
+                init(sublayer)
+
+    def residual_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """Every (residual block, the sublayer it wraps): the encoder's in the order they compute, then the decoder's."""
+        return [pair for stack in (self.encoder, self.decoder) for layer in stack.layers for pair in layer.residual_pairs()]
+
+    @property
+    def needs_data_init(self) -> bool:
+        """Whether the residual blocks declare a one-time initialisation from data that has not run yet."""
+        return hasattr(self, "data_init_done") and not bool(self.data_init_done)
+
+    def data_dependent_init(self, src: Tensor, tgt_in: Tensor) -> bool:
+        """Run the residual blocks' one-time initialisation from data on the batch (src, tgt_in), if their class
+        declares one (``data_dependent_init``, e.g. Admin's profiling) and it has not run yet; True if it ran.
+
+        The batch passes through the model once, without gradient and without dropout (eval mode, so no random
+        number is drawn); the result lives in the blocks' parameters, and ``data_init_done`` records that it ran.
+        """
+        if not self.needs_data_init:
+            return False
+        blocks = [block for block, _ in self.residual_pairs()]
+        training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                type(blocks[0]).data_dependent_init(blocks, lambda: self(src, tgt_in))
+        finally:
+            self.train(training)
+        self.data_init_done.fill_(True)
+        return True
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
         """src (B, S) token ids → memory (B, S, d) and the key mask (B, 1, 1, S) of non-padding tokens."""

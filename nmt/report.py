@@ -35,6 +35,7 @@ from nmt import claims, evaluate
 from nmt.config import TrainConfig, read_saved_config
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import BASELINE, RunNotEvaluable, RunScore
+from nmt.residual import identities, variant_order
 from nmt.tables import MISSING, cell, markdown_table
 
 # two-sided 5% and one-sided 20% (power 0.8) quantiles of Student's t, by degrees of freedom
@@ -176,9 +177,11 @@ def _configured_runs(out: Path) -> dict[Path, TrainConfig]:
     return {run: read_saved_config(run / "config.yaml") for run in runs}
 
 
-def _variant_order(label: str) -> tuple[bool, str]:
-    """post_ln first, then the other variants by name."""
-    return (not label.startswith(BASELINE), label)
+def _in_order(configs) -> list[str]:
+    """The labels of these runs' (variant, λ) cells, each once, in the tables' order: the baseline first, then the
+    registry's order (``nmt.residual.variant_order``), then λ."""
+    cells = {(c.skip, c.lam): c for c in configs}
+    return [_label(cells[key]) for key in sorted(cells, key=lambda key: variant_order(*key))]
 
 
 def _label(cfg: TrainConfig) -> str:
@@ -195,7 +198,7 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
     except ImportError:
         return []
     cfgs = _configured_runs(out)
-    labels = sorted({_label(c) for c in cfgs.values()}, key=_variant_order)
+    labels = _in_order(cfgs.values())
     colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
     metric_rows = {run: _metrics(run) for run in cfgs}
     written = [_curves_figure(plt, folder, cfgs, metric_rows, colors), _bleu_figure(plt, folder, rows, colors)]
@@ -245,7 +248,7 @@ def _bleu_figure(plt, folder: Path, rows: list[dict], colors: dict) -> str:
 
 def _grad_norms_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows: dict[Path, list[dict]]) -> str:
     """grad_norms.png: per-layer gradient norms over the first updates, one panel per variant (rows) and seed."""
-    variants = sorted({_label(cfgs[run]) for run in metric_rows}, key=_variant_order)
+    variants = _in_order(cfgs[run] for run in metric_rows)
     seeds = sorted({cfgs[run].seed for run in metric_rows})
     fig, axes = plt.subplots(len(variants), len(seeds), figsize=(4.5 * len(seeds), 3 * len(variants)),
                              squeeze=False, sharex=True)
@@ -298,6 +301,7 @@ def gradient_flow(out: Path) -> list[dict]:
     (as in Post-LN, Xiong et al. 2020); ≫ 1, one that grows.
     """
     per_variant: dict[str, list[tuple[float, float, int]]] = {}
+    configs = {}
     for run, cfg in _configured_runs(out).items():
         logged = [r for r in _metrics(run) if r.get("grad_norm/encoder.0") not in (None, "")]
         if not logged:
@@ -312,8 +316,9 @@ def gradient_flow(out: Path) -> list[dict]:
         if log_ratios["encoder"] and log_ratios["decoder"]:
             per_variant.setdefault(_label(cfg), []).append(
                 (statistics.fmean(log_ratios["encoder"]), statistics.fmean(log_ratios["decoder"]), len(logged)))
+            configs[run] = cfg
     rows = []
-    for label in sorted(per_variant, key=_variant_order):
+    for label in _in_order(configs.values()):
         seeds = per_variant[label]  # (encoder mean log ratio, decoder mean log ratio, updates logged) per seed
         rows.append({"variant": label, "seeds": len(seeds), "updates": min(u for _, _, u in seeds),
                      "encoder_bottom_over_top": math.exp(statistics.fmean(e for e, _, _ in seeds)),
@@ -471,8 +476,8 @@ def _setup_section(sweep: dict) -> list[str]:
         "updates; only `--skip`, `--lambda` and `--seed` differ.",
         *[f"- Invocation {i + 1}: `python -m nmt.sweep {' '.join(inv.get('argv', []))}`"
           for i, inv in enumerate(sweep.get("invocations", []))],
-        ("- Identical models ran once under the canonical name (xskip λ=1 = skip; xskip_ln λ=1 = rskip_ln λ=1 = "
-         "post_ln)."),
+        ("- Identical models ran once under the canonical name ("
+         + "; ".join(f"{name} λ={lam:g} = {other}" for name, lam, other in identities()) + ")."),
         config_text,
     ]
 

@@ -4,9 +4,10 @@
         --seeds 1,2,3 --out study/multi30k [--max-steps N] [--parallel K] [-- other train.py flags]
 
 - **Plan.** Every combination of ``--skip`` and ``--lambda`` that the variant accepts
-  (``nmt.residual.check_lambda``) is trained once per seed; the others are listed with the reason. Identical
-  models run once, under the canonical name: ``xskip`` λ=1 is ``skip``, ``xskip_ln`` λ=1 and ``rskip_ln``
-  λ=1 are ``post_ln``. The plan is printed before anything runs (``--dry-run``: only the plan).
+  (the class's ``lambda_rule``) is trained once per seed; the others are listed with the reason. Identical
+  models run once, under the canonical name, as the classes declare (``same_as``): ``xskip`` λ=1 is ``skip``,
+  ``xskip_ln`` λ=1 and ``rskip_ln`` λ=1 are ``post_ln``. The plan is printed before anything runs
+  (``--dry-run``: only the plan).
 - **Fairness.** Every run gets the same ``--config``, the same extra train.py flags and ``--max-steps``:
   the same data, model size, number of updates and seeds. ``DIR/sweep.json`` records them, and a later
   sweep into the same ``--out`` with other training settings is refused, so several invocations with
@@ -47,9 +48,6 @@ from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_
 from nmt.evaluate import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
-
-CANONICAL = {("xskip", 1.0): "skip", ("xskip_ln", 1.0): "post_ln", ("rskip_ln", 1.0): "post_ln"}
-"""Variants that are the same model as another at this λ: run once, under the canonical name."""
 
 RESERVED = ("--skip", "--lambda", "--seed", "--run-dir", "--resume", "--config", "--max-steps", "--patience",
             "--min-delta")
@@ -94,24 +92,23 @@ class Plan:
 
 def make_plan(skips: list[str], lambdas: list[float], seeds: list[int]) -> Plan:
     """Every valid (skip, λ) once, identical ones merged under the canonical name, times every seed."""
-    from nmt.residual import check_lambda, residual_class
+    from nmt.residual import BadLambda, UnknownVariant, residual_class, same_model
 
     for skip in skips:
         try:
             residual_class(skip)
-        except ValueError as e:
+        except UnknownVariant as e:
             raise SweepError(f"--skip: {e}") from None
     combos: list[tuple[str, float]] = []
     plan = Plan(runs=[])
     for skip in skips:
         for lam in lambdas:
             try:
-                check_lambda(skip, lam)
-            except ValueError as e:
-                plan.invalid.append((skip, lam, str(e).split("; use a variant")[0]))
+                canonical = same_model(skip, lam)
+            except BadLambda as e:
+                plan.invalid.append((skip, lam, e.reason))
                 continue
             target = (skip, float(lam))
-            canonical = CANONICAL.get(target)
             if canonical is not None:
                 plan.merged.append((skip, float(lam), canonical))
                 target = (canonical, 1.0)

@@ -172,13 +172,14 @@ def resolve_run(argv: list[str]) -> RunSetup:
 
 def check_settings(cfg: TrainConfig) -> None:
     """Turn a bad --skip, --lambda, --max-tokens or count into a ConfigError before anything is written."""
-    from nmt.residual import check_lambda
+    from nmt.residual import BadLambda, UnknownVariant, check_lambda
 
     try:
         check_lambda(cfg.skip, cfg.lam)
-    except ValueError as e:
-        flag = "--skip" if "--skip" in str(e) or "unknown skip" in str(e) else flag_name("lam")
-        raise ConfigError(f"{flag}: {e}") from None
+    except UnknownVariant as e:
+        raise ConfigError(f"--skip: {e}") from None
+    except BadLambda as e:
+        raise ConfigError(f"{flag_name('lam')}: {e}") from None
     if cfg.max_tokens < cfg.max_len:
         raise ConfigError(f"--max-tokens {cfg.max_tokens} is smaller than --max-len {cfg.max_len}: "
                           "a training pair of the longest allowed length would not fit in a batch")

@@ -64,7 +64,7 @@ def test_wrong_type_in_preset(tmp_path):
 def test_invalid_choice_in_preset_names_file(tmp_path):
     preset = tmp_path / "c.yaml"
     preset.write_text("arch: huge\n")
-    with pytest.raises(ConfigError, match=r"c\.yaml: arch must be one of tiny, small, base, big, got 'huge'"):
+    with pytest.raises(ConfigError, match=r"c\.yaml: arch must be one of tiny, narrow, small, base, big, got 'huge'"):
         parse_args(["--config", str(preset)])
 
 

@@ -5,11 +5,16 @@ import math
 import pytest
 import torch
 
-from nmt.decode import greedy_decode
+from nmt.decode import beam_search, greedy_decode
 from nmt.lit import label_smoothed_nll
 from nmt.model import ARCHS, Transformer, model_config, sinusoidal_positions
+from nmt.residual import RESIDUALS
 
 V, PAD, BOS, EOS = 40, 0, 2, 3
+
+
+EVERY_VARIANT = [(name, {"one": 1, "positive": 0.5, "integer": 2}[cls.lambda_rule]) for name, cls in RESIDUALS.items()]
+"""Every registered variant with a λ it takes."""
 
 
 def tiny(skip="post_ln", lam=1.0, **kw):
@@ -66,20 +71,43 @@ def test_embedding_is_scaled_and_shared_with_the_output_projection():
         torch.testing.assert_close(model.decode(tgt, memory, mask), h @ model.embed.tokens.weight.T)
 
 
+def final_norms(stack):
+    return [m for m in stack.ends.modules() if isinstance(m, torch.nn.LayerNorm)]
+
+
 def test_final_norm_only_for_pre_norm_blocks():
-    assert tiny("pre_ln").encoder.final_norm is not None and tiny("pre_ln").decoder.final_norm is not None
+    pre = tiny("pre_ln")
+    assert len(final_norms(pre.encoder)) == len(final_norms(pre.decoder)) == 1
+    src = tokens(2, 5)
+    memory, _ = pre.encode(src)  # the encoder's output is normalised: mean 0, variance 1 at every position
+    torch.testing.assert_close(memory.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
     for skip, lam in [("post_ln", 1), ("skip", 1), ("rskip_ln", 2), ("xskip_ln", 2)]:
         model = tiny(skip, lam)
-        assert model.encoder.final_norm is None and model.decoder.final_norm is None
+        assert final_norms(model.encoder) == final_norms(model.decoder) == []
 
 
-def test_same_initialisation_for_every_variant():
-    """Weights that all variants share are initialised identically from the same seed."""
-    a, b = tiny("post_ln").state_dict(), tiny("rskip_ln", 3).state_dict()
-    shared = [k for k in a if k in b and "residual" not in k]
+def test_checkpoints_from_before_the_stack_ends_module_still_load():
+    """A pre-norm model's final LayerNorms were saved as ``encoder.final_norm.*``; they are ``encoder.ends.norm.*`` now."""
+    pre = tiny("pre_ln")
+    old = {k.replace("ends.norm", "final_norm"): v for k, v in pre.state_dict().items()}
+    assert "encoder.final_norm.weight" in old and "decoder.final_norm.bias" in old
+    with torch.no_grad():
+        old["encoder.final_norm.weight"] = torch.full_like(old["encoder.final_norm.weight"], 2.0)
+    loaded = tiny("pre_ln")
+    loaded.load_state_dict(old)
+    assert loaded.encoder.ends.norm.weight.eq(2.0).all()
+    assert torch.equal(loaded.decoder.ends.norm.bias, pre.decoder.ends.norm.bias)
+
+
+@pytest.mark.parametrize("skip,lam", [(s, lam) for s, lam in EVERY_VARIANT if s != "deepnorm"] + [("rskip_ln", 3)])
+def test_same_initialisation_for_every_variant(skip, lam):
+    """Weights that all variants share are initialised identically from the same seed (DeepNorm's are scaled by its
+    β on purpose: tests/test_variants.py)."""
+    a, b = tiny("post_ln").state_dict(), tiny(skip, lam).state_dict()
+    shared = [k for k in a if k in b and "residual" not in k and "ends" not in k]
     assert len(shared) > 20
     for k in shared:
-        torch.testing.assert_close(a[k], b[k])
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
 def test_presets_match_the_paper():
@@ -90,9 +118,22 @@ def test_presets_match_the_paper():
         model_config("huge", V)
 
 
-@pytest.mark.parametrize("skip,lam", [("post_ln", 1), ("pre_ln", 1), ("rskip_ln", 2)])
-def test_cached_steps_give_the_same_logits_as_the_full_pass(skip, lam):
+def trained_like(skip, lam):
+    """A tiny model whose residual parameters are away from their initial values (e.g. ReZero's α = 0 would hide
+    every sublayer), with a data-dependent initialisation run if the variant has one."""
     model = tiny(skip, lam)
+    model.data_dependent_init(tokens(3, 9, seed=7), tokens(3, 6, seed=8))
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "residual" in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("skip,lam", EVERY_VARIANT)
+def test_cached_steps_give_the_same_logits_as_the_full_pass(skip, lam):
+    model = trained_like(skip, lam)
     src = tokens(3, 9)
     src[0, 5:] = PAD  # sentences of different lengths in one padded batch
     src[1, 7:] = PAD
@@ -104,13 +145,16 @@ def test_cached_steps_give_the_same_logits_as_the_full_pass(skip, lam):
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
 
 
-def test_greedy_with_and_without_cache_agree():
-    model = tiny()
+@pytest.mark.parametrize("skip,lam", EVERY_VARIANT)
+def test_greedy_and_beam_with_and_without_cache_agree(skip, lam):
+    model = trained_like(skip, lam)
     src = tokens(4, 8)
     src[2, 3:] = PAD
     a = greedy_decode(model, src, BOS, EOS, max_len_a=1.0, max_len_b=5, use_cache=True)
     b = greedy_decode(model, src, BOS, EOS, max_len_a=1.0, max_len_b=5, use_cache=False)
     assert a == b
+    kw = dict(beam=3, lenpen=0.6, max_len_a=1.0, max_len_b=4)
+    assert beam_search(model, src, BOS, EOS, use_cache=True, **kw) == beam_search(model, src, BOS, EOS, use_cache=False, **kw)
     lengths = (src != PAD).sum(1)
     assert all(len(h) <= int(1.0 * n + 5) for h, n in zip(a, lengths.tolist()))
 

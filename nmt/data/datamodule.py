@@ -169,6 +169,13 @@ class TranslationData(L.LightningDataModule):
             f"padded target positions and {100 * share['src']:.1f}% of the source positions"
         )
 
+    def first_training_batch(self) -> dict:
+        """The first batch of epoch 0 in the seeded order of one process, whatever the number of processes: the
+        same batch on every process of a run and in a run on one process (for data-dependent initialisation)."""
+        sampler = self._make_sampler("train", shuffle=True, world=1, rank=0)
+        sampler.set_epoch(0)
+        return collate([self.datasets["train"][i] for i in next(iter(sampler))])
+
     # ------------------------------------------------------------ sampler position (for exact resume)
     def state_dict(self) -> dict:
         return {"train_sampler": self.train_sampler.state_dict()} if self.train_sampler is not None else {}
