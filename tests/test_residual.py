@@ -1,5 +1,7 @@
 """Every residual variant against its formula, computed here independently of nmt.residual."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -101,15 +103,22 @@ def test_rskip_ln(x, lam):
 
 
 def test_rskip_ln_lambda_2_by_hand():
-    """A 2-dimensional case worked out on paper: x = (1, 3), F(x) = (1, −1), γ = 1, β = 0."""
-    block = build_residual("rskip_ln", 2, lam=2).double()
+    """A 3-dimensional case worked out on paper, γ = 1, β = 0, ε = 0: x = (0, 0, 3), F(x) = (0, 3, 0).
+
+    x + F = (0, 3, 3): mean 2, deviations (−2, 1, 1), variance 2, so y₁ = (−2, 1, 1)/√2.
+    x + y₁ = (−√2, 1/√2, 3 + 1/√2): mean 1, deviations (−1 − √2, 1/√2 − 1, 2 + 1/√2), variance 3 + √2,
+    so y₂ = (−1 − √2, 1/√2 − 1, 2 + 1/√2)/√(3 + √2), which is neither y₁ nor LN(x + F).
+    """
+    r2 = math.sqrt(2)
+    block = build_residual("rskip_ln", 3, lam=2).double()
     for ln in norms(block):
         ln.eps = 0.0
-    x = torch.tensor([[1.0, 3.0]], dtype=torch.float64)
-    # y₁ = LN((2, 2)) is undefined with ε = 0, so use F(x) = (0, 1): x + F = (1, 4) → LN = (−1, 1)
-    # y₂ = LN(x + y₁) = LN((0, 4)) = (−1, 1)
-    out = block(x, lambda h: torch.tensor([[0.0, 1.0]], dtype=torch.float64))
-    torch.testing.assert_close(out, torch.tensor([[-1.0, 1.0]], dtype=torch.float64))
+    x = torch.tensor([[0.0, 0.0, 3.0]], dtype=torch.float64)
+    out = block(x, lambda h: torch.tensor([[0.0, 3.0, 0.0]], dtype=torch.float64))
+    y1 = torch.tensor([[-2.0, 1.0, 1.0]], dtype=torch.float64) / r2
+    y2 = torch.tensor([[-1 - r2, 1 / r2 - 1, 2 + 1 / r2]], dtype=torch.float64) / math.sqrt(3 + r2)
+    torch.testing.assert_close(out, y2)
+    assert (out - y1).abs().max() > 0.4  # the second step changed the output
 
 
 @pytest.mark.parametrize("name,lam", [("skip", 1), ("post_ln", 1), ("pre_ln", 1), ("xskip", 2), ("xskip_ln", 0.5), ("rskip_ln", 3)])
