@@ -62,7 +62,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for beam, cached, n, elapsed, sps, *up in rows:
         name = "greedy" if beam == 1 else f"beam {beam}"
-        print(f"| {name} | {'yes' if cached else 'no'} | {n} | {elapsed:.1f} | {sps:.1f} | {f'{up[0]:.1f}×' if up else ''} |")
+        print(f"| {name} | {'yes' if cached else 'no'} | {n} | {elapsed:.1f} | {sps:.1f} | "
+              f"{f'{up[0]:.1f}×' if up else ''} |")
 
 
 if __name__ == "__main__":

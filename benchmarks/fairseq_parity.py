@@ -34,10 +34,10 @@ SPLITS = ("valid", "test")
 
 
 def ours_command(args, init: str, seed: int, run_dir: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), "--data", args.data, "--arch", "small", "--layers", str(args.layers),
-            "--vocab-size", "8000", "--max-steps", str(args.updates), "--max-tokens", str(args.max_tokens),
-            "--val-every", str(args.updates), "--seed", str(seed), "--init", init, "--run-dir", str(run_dir),
-            "--resume", "auto"]
+    return [sys.executable, str(ROOT / "train.py"), "--data", args.data, "--arch", "small",
+            "--layers", str(args.layers), "--vocab-size", "8000", "--max-steps", str(args.updates),
+            "--max-tokens", str(args.max_tokens), "--val-every", str(args.updates), "--seed", str(seed),
+            "--init", init, "--run-dir", str(run_dir), "--resume", "auto"]
 
 
 def run_one(args, system: str, seed: int) -> dict:
@@ -54,9 +54,9 @@ def run_one(args, system: str, seed: int) -> dict:
         trained = (folder / "checkpoints" / "checkpoint_last.pt").is_file() and "done training" in (
             (folder / "train.log").read_text(errors="replace") if (folder / "train.log").is_file() else "")
         env.update(GENERATE_ONLY="1" if trained else "0")  # a finished training is not repeated
-        env.update(BLEU="1", SEED=str(seed), LAYERS=str(args.layers), WORK=str(folder.resolve()), THREADS=str(args.threads),
-                   MAX_TOKENS=str(args.fairseq_max_tokens), SUBSETS=" ".join(SPLITS), NMT_PYTHON=sys.executable,
-                   DATA=str(Path(args.data).resolve()))
+        env.update(BLEU="1", SEED=str(seed), LAYERS=str(args.layers), WORK=str(folder.resolve()),
+                   THREADS=str(args.threads), MAX_TOKENS=str(args.fairseq_max_tokens), SUBSETS=" ".join(SPLITS),
+                   NMT_PYTHON=sys.executable, DATA=str(Path(args.data).resolve()))
         command = ["bash", str(ROOT / "benchmarks" / "fairseq_reference.sh"), str(args.updates)]
     else:
         command = ours_command(args, OURS[system], seed, folder / "run")
@@ -67,7 +67,8 @@ def run_one(args, system: str, seed: int) -> dict:
             raise RuntimeError(f"{system} seed {seed} failed (status {proc.returncode}); see {folder / 'train.log'}")
         if system != "fairseq":
             translate_splits(args, folder, env)
-    scores = {"system": system, "seed": seed, **{split: score(args, folder / f"{split}.hyp", split) for split in SPLITS}}
+    scores = {"system": system, "seed": seed,
+              **{split: score(args, folder / f"{split}.hyp", split) for split in SPLITS}}
     if system != "fairseq":  # the same weights under our own output length limit
         scores["own_limit"] = {split: score(args, folder / f"{split}.ours.hyp", split) for split in SPLITS}
     done.write_text(json.dumps(scores, indent=2) + "\n")
@@ -114,7 +115,8 @@ def summarise(results: list[dict], systems: list[str]) -> tuple[str, dict]:
     table, lines = {}, []
     for split in SPLITS:
         lines += [f"### {split} (beam 5, length penalty 1, sacreBLEU 13a)", "",
-                  "| system | seeds | BLEU per seed | mean ± std | Δ vs fairseq (± s.e.) | Welch t | BP | hyp/ref length |",
+                  "| system | seeds | BLEU per seed | mean ± std | Δ vs fairseq (± s.e.) "
+                  "| Welch t | BP | hyp/ref length |",
                   "|---|---|---|---|---|---|---|---|"]
         for system in systems:
             rows = sorted((r for r in results if r["system"] == system), key=lambda r: r["seed"])
@@ -132,14 +134,16 @@ def summarise(results: list[dict], systems: list[str]) -> tuple[str, dict]:
                 entry.update(delta=round(d, 2), se=round(se, 2), welch_t=round(d / se, 2) if se else None)
                 delta, t = f"{d:+.2f} ± {se:.2f}", f"{d / se:+.2f}" if se else "—"
             table.setdefault(split, {})[system] = entry
-            lines.append(f"| {system} | {len(rows)} | {', '.join(f'{b:.2f}' for b in bleus)} | {mean:.2f} ± {std:.2f} | "
-                         f"{delta} | {t} | {statistics.mean(entry['bp']):.3f} | {statistics.mean(entry['ratio']):.3f} |")
+            lines.append(f"| {system} | {len(rows)} | {', '.join(f'{b:.2f}' for b in bleus)} | "
+                         f"{mean:.2f} ± {std:.2f} | {delta} | {t} | {statistics.mean(entry['bp']):.3f} | "
+                         f"{statistics.mean(entry['ratio']):.3f} |")
         lines.append("")
     return "\n".join(lines), table
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="folder of the runs and the table (required)")
     p.add_argument("--systems", default="fairseq,xavier,fairseq-init", help="fairseq, xavier, fairseq-init")
     p.add_argument("--seeds", default="1,2,3")

@@ -7,8 +7,9 @@ Each phase is timed twice: *cold* (an empty cache folder: SentencePiece is train
 encoded) and *cached* (a second run on the same data, which is what every later training run pays).
 Peak memory is measured per phase: the peak resident set size of this process (reset between phases
 through ``/proc/self/clear_refs``, Linux only) and of every encoding worker (read from
-``/proc/<pid>/status`` as it finishes). ``--generate N`` writes an N-pair corpus from the toy generator's sentences (two sentences per
-line, so that lines are about as long as WMT news sentences) under the data root and uses it.
+``/proc/<pid>/status`` as it finishes). ``--generate N`` writes an N-pair corpus from the toy
+generator's sentences (two sentences per line, so that lines are about as long as WMT news sentences)
+under the data root and uses it.
 Speed is measured here, never in tests. Prints a Markdown table and the hardware it ran on.
 """
 
@@ -49,7 +50,8 @@ def generate(folder: Path, pairs: int, seed: int = 7) -> Path:
     de = np.array([d for _, d in pool], dtype=object)
     rng = np.random.default_rng(seed)
     for split, n in (("train", pairs), ("valid", 3000), ("test", 3003)):
-        with open(tmp / f"{split}.en", "w", encoding="utf-8") as fe, open(tmp / f"{split}.de", "w", encoding="utf-8") as fd:
+        with (open(tmp / f"{split}.en", "w", encoding="utf-8") as fe,
+              open(tmp / f"{split}.de", "w", encoding="utf-8") as fd):
             for start in range(0, n, 100_000):
                 a = rng.integers(0, len(pool), min(100_000, n - start))
                 b = rng.integers(0, len(pool), len(a))
@@ -163,7 +165,8 @@ def main() -> None:
           f"({unk['changed']} changed by normalisation)")
     print(f"peak memory of an encoding worker: {max(WORKER_PEAKS, default=float('nan')):,.0f} MiB "
           f"({len(WORKER_PEAKS)} workers measured)")
-    print(f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
     shutil.rmtree(cache, ignore_errors=True)
 
 

@@ -284,7 +284,8 @@ def bench_reference(mcfg, batches, warmup, device, precision) -> TrainResult:
     torch.manual_seed(1)
     norm_first = ends_with_norm(mcfg.skip)  # a pre-norm variant declares that its stack ends with a LayerNorm
     model = ReferenceTransformer(mcfg.vocab_size, mcfg.d_model, mcfg.n_heads, mcfg.d_ff, mcfg.encoder_layers,
-                                 mcfg.decoder_layers, mcfg.dropout, mcfg.pad_id, norm_first=norm_first).to(device).train()
+                                 mcfg.decoder_layers, mcfg.dropout, mcfg.pad_id,
+                                 norm_first=norm_first).to(device).train()
     o = OptimSettings()
     step = reference_step_fn(model, o.lr, o.adam_betas, o.adam_eps, o.label_smoothing, autocast_dtype(precision),
                              warmup=o.warmup)

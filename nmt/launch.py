@@ -86,7 +86,8 @@ def detect(devices: int, num_nodes: int) -> Launch:
 
     env = os.environ
     if TorchElasticEnvironment.detect():  # torchrun: Lightning gives it priority, even inside SLURM
-        return Launch(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]), num_nodes, "torchelastic")
+        return Launch(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)),
+                      int(env["WORLD_SIZE"]), num_nodes, "torchelastic")
     if slurm_detected():
         return Launch(int(env.get("SLURM_PROCID", 0)), int(env.get("SLURM_LOCALID", 0)),
                       int(env.get("SLURM_NTASKS", 1)), num_nodes, "slurm")

@@ -111,7 +111,8 @@ _COMPOUND = re.compile(r"(\S)-(\S)")
 
 
 def split_compounds(line: str) -> str:
-    """Split hyphenated compounds as WMT'14 EN-DE "compound splitting" does: ``Auto-Bahn`` → ``Auto ##AT##-##AT## Bahn``.
+    """Split hyphenated compounds as WMT'14 EN-DE "compound splitting" does:
+    ``Auto-Bahn`` → ``Auto ##AT##-##AT## Bahn``.
 
     This is the substitution ``s{(\\S)-(\\S)}{$1 ##AT##-##AT## $2}g`` of tensor2tensor's and fairseq's
     scripts, reproduced exactly, including its one quirk: matches do not overlap, so in a chain with a

@@ -61,7 +61,7 @@ class RNGStates(Callback):
         states, self._loaded = self._loaded, None
         if len(states) != trainer.world_size:
             raise RuntimeError(
-                f"the checkpoint holds the RNG states of {len(states)} process(es) but this run has {trainer.world_size}; "
-                "resume with the same number of processes"
+                f"the checkpoint holds the RNG states of {len(states)} process(es) "
+                f"but this run has {trainer.world_size}; resume with the same number of processes"
             )
         restore(states[trainer.global_rank])

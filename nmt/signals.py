@@ -6,9 +6,10 @@ every process agrees to stop (``reduce_boolean_decision``: one process is enough
 takes part in the same collective at the same update) and ``last.ckpt`` is written atomically, at the
 same point of the loop as Lightning's own mid-epoch checkpoints. ``TrainingStopped`` then ends
 ``trainer.fit`` at the next hook after the module has logged that update's metrics: the start of the
-next batch, of a validation (which is skipped), or the end of the epoch or of training. ``train.py`` then skips the test translation, writes a
-``results.json`` that says the run did not finish, prints how to resume, and exits with 128 + the
-signal number (143 for SIGTERM, 130 for SIGINT), as a process killed by the signal would.
+next batch, of a validation (which is skipped), or the end of the epoch or of training. ``train.py``
+then skips the test translation, writes a ``results.json`` that says the run did not finish, prints
+how to resume, and exits with 128 + the signal number (143 for SIGTERM, 130 for SIGINT), as a process
+killed by the signal would.
 
 Why not ``trainer.should_stop``: Lightning answers it by running a full validation and an epoch-end
 checkpoint that marks the epoch as finished, which takes time a scheduler's grace period may not
@@ -122,7 +123,8 @@ class GracefulStop(Callback):
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         # every process stops here; which signal (the highest number seen by any process) is for the message
-        signum = int(trainer.strategy.reduce(torch.tensor(self.received or 0, device=pl_module.device), reduce_op="max"))
+        signum = int(trainer.strategy.reduce(torch.tensor(self.received or 0, device=pl_module.device),
+                                             reduce_op="max"))
         trainer.save_checkpoint(self.last_path, weights_only=False)
         name = signal.Signals(signum).name
         self._stop = TrainingStopped(f"stopped by {name} at update {step}", reason=name, step=step,

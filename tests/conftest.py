@@ -26,7 +26,8 @@ def train_command(args, data_root, block_datasets=True, threads=None):
     if block_datasets:
         blocker = Path(data_root).parent / "no_datasets"
         (blocker / "datasets").mkdir(parents=True, exist_ok=True)
-        (blocker / "datasets" / "__init__.py").write_text("raise ImportError('datasets must not be imported for local data')\n")
+        (blocker / "datasets" / "__init__.py").write_text("raise ImportError('datasets must not be imported "
+                                                          "for local data')\n")
         env["PYTHONPATH"] = f"{blocker}{os.pathsep}{ROOT}"
     return [sys.executable, str(ROOT / "train.py"), *args], env
 
@@ -71,7 +72,8 @@ def toy_runs(tmp_path_factory):
     procs = {}
     for name, flags in variants.items():
         command, env = train_command([*TINY, *flags, "--run-dir", str(base / name)], base / "data", threads=1)
-        procs[name] = subprocess.Popen(command, cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs[name] = subprocess.Popen(command, cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
     runs = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=900)

@@ -38,7 +38,8 @@ def write_pairs(folder: Path, langs=("en", "de"), names=LAYOUT, n=4):
     folder.mkdir(parents=True, exist_ok=True)
     for split, stem in names.items():
         for lang in langs:
-            (folder / f"{stem}.{lang}").write_text("".join(f"{split} {lang} {i} &apos;s\n" for i in range(n)), encoding="utf-8")
+            (folder / f"{stem}.{lang}").write_text("".join(f"{split} {lang} {i} &apos;s\n" for i in range(n)),
+                                                   encoding="utf-8")
     return folder
 
 
@@ -136,7 +137,8 @@ def test_local_wmt14_folder_wins_and_datasets_is_not_imported(root):
     write_pairs(root / "wmt14-en-de")
     corpus = resolve_corpus("wmt14-en-de", None, None)
     assert (corpus.name, corpus.src, corpus.tgt) == ("wmt14-en-de", "en", "de")
-    assert corpus.protocol == DATASETS["wmt14-en-de"].protocol and corpus.read_split("test")[1][0] == "test de 0 &apos;s"
+    assert (corpus.protocol == DATASETS["wmt14-en-de"].protocol
+            and corpus.read_split("test")[1][0] == "test de 0 &apos;s")
     back = resolve_corpus("wmt14-en-de", "de", "en")
     assert (back.src, back.tgt, back.protocol.extra) == ("de", "en", ())  # compound splitting is for German output
 
@@ -179,7 +181,8 @@ def test_iwslt_under_stanford_names(root):
     (folder / "vocab.en").write_text("<unk>\n<s>\n</s>\n")  # what else the download holds is ignored
     corpus = resolve_corpus("iwslt15-en-vi", None, None)
     assert (corpus.src, corpus.tgt) == ("en", "vi")
-    assert [p.name for p in corpus.files()] == ["train.en", "train.vi", "tst2012.en", "tst2012.vi", "tst2013.en", "tst2013.vi"]
+    assert [p.name for p in corpus.files()] == ["train.en", "train.vi", "tst2012.en", "tst2012.vi",
+                                                "tst2013.en", "tst2013.vi"]
     src, ref = corpus.read_split("test")
     assert src[1] == "test en 1 &apos;s" and ref[1] == "test vi 1 &apos;s"  # references exactly as distributed
     assert corpus.read_split("valid")[0][0] == "valid en 0 &apos;s"
@@ -325,7 +328,8 @@ def test_wmt14_from_a_local_hub_mirror_offline(tmp_path, monkeypatch):
     assert read_lines(folder / "test.de")[1] == "Ein Auto-Bahn\x85Satz"  # a reference stays as distributed
     origin = json.loads((folder / "origin.json").read_text())
     assert origin["config"] == "de-en" and origin["hub"] == str(tmp_path / "mirror" / "wmt" / "wmt14")
-    assert origin["splits"]["train"] == {"hub_split": "train", "pairs": 4, "line_breaks_replaced": 3, "missing_sentences": 0}
+    assert origin["splits"]["train"] == {"hub_split": "train", "pairs": 4, "line_breaks_replaced": 3,
+                                         "missing_sentences": 0}
     assert origin["splits"]["test"]["line_breaks_replaced"] == 0
 
     # the second time the folder is there: no datasets, no mirror needed, either direction
@@ -352,11 +356,13 @@ def test_a_mirror_with_other_languages_is_refused(tmp_path):
 def test_wmt14_offline_without_a_copy_is_one_line_from_train_py(tmp_path):
     """With datasets installed but offline and nothing cached: train.py exits 2 with one line, no traceback."""
     pytest.importorskip("datasets")
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", "wmt14-en-de", "--run-dir", str(tmp_path / "r")],
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", "wmt14-en-de",
+                           "--run-dir", str(tmp_path / "r")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=offline_env(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("train.py: error: --data wmt14-en-de: not found locally, and loading wmt/wmt14 (de-en) failed")
+    assert last.startswith("train.py: error: --data wmt14-en-de: not found locally, "
+                           "and loading wmt/wmt14 (de-en) failed")
     assert f"train.en, train.de, valid.en, valid.de, test.en, test.de in {tmp_path / 'data' / 'wmt14-en-de'}/" in last
     assert not (tmp_path / "data" / "wmt14-en-de").exists() and not (tmp_path / "r").exists()
 

@@ -120,7 +120,8 @@ def test_bad_data_stops_train_py_with_one_line_naming_the_file(case, tmp_path, m
 @pytest.fixture(scope="module")
 def spm_model(tmp_path_factory):
     folder = write_corpus(tmp_path_factory.mktemp("spm") / "c", pairs=[
-        (f"Grüße aus Köln, Nummer {i} ({'ÄÖÜß'[i % 4]})", f"greetings from Cologne number {i} – “quoted”") for i in range(300)
+        (f"Grüße aus Köln, Nummer {i} ({'ÄÖÜß'[i % 4]})", f"greetings from Cologne number {i} – “quoted”")
+        for i in range(300)
     ])
     corpus = resolve_corpus(str(folder), "de", "en")
     files = [corpus.file("train", "de"), corpus.file("train", "en")]
@@ -142,7 +143,8 @@ def test_spm_is_cached_and_deterministic(spm_model, tmp_path):
     import hashlib
 
     hashes = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
-    again = train_or_load(files, hashes, tmp_path / "other", spm_settings(600, "unigram", 10_000, seed=1), log=lambda m: None)
+    again = train_or_load(files, hashes, tmp_path / "other", spm_settings(600, "unigram", 10_000, seed=1),
+                          log=lambda m: None)
     a, b = Tokenizer(again).sp, Tokenizer(first).sp  # the files differ only in the paths they record
     pieces = lambda sp: [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     assert pieces(a) == pieces(b)
@@ -229,7 +231,8 @@ def test_streamed_chunks_end_on_line_boundaries_and_number_lines(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())  # BOM, CRLF, no final newline
     chunks = list(iter_line_chunks(path, chunk_bytes=64))
     assert len(chunks) > 50 and all(raw.endswith(b"\n") for _, raw in chunks[:-1])
-    assert [first for first, _ in chunks] == [1] + [1 + sum(raw.count(b"\n") for _, raw in chunks[:k]) for k in range(1, len(chunks))]
+    assert [first for first, _ in chunks] == [1] + [1 + sum(raw.count(b"\n") for _, raw in chunks[:k])
+                                                    for k in range(1, len(chunks))]
     assert read_lines(path) == lines
 
 
@@ -249,7 +252,8 @@ def test_parallel_encoding_equals_serial_and_names_bad_lines(tmp_path, tokenizer
     import nmt.data.encoded as encoded
 
     path = tmp_path / "train.de"
-    path.write_text("".join(f"Grüße aus Köln, Nummer {i}\n" if i % 50 else "  \n" for i in range(3000)), encoding="utf-8")
+    path.write_text("".join(f"Grüße aus Köln, Nummer {i}\n" if i % 50 else "  \n" for i in range(3000)),
+                    encoding="utf-8")
     encode_file(path, tokenizer.model_bytes, tmp_path / "serial", workers=1)
     monkeypatch.setattr(encoded, "_PARALLEL_BYTES", 0)
     monkeypatch.setattr(encoded, "iter_line_chunks", lambda p: iter_line_chunks(p, chunk_bytes=4096))

@@ -180,7 +180,8 @@ def test_bleu_and_loss_under_ddp_equal_one_process(ddp):
     with torch.no_grad():  # sentence by sentence: no batch, no padding, nothing shared out
         for i, (s, t) in enumerate(zip(tokenizer.encode(sources), tokenizer.encode(refs))):
             batch = collate([(i, np.array(s, dtype=np.int64), np.array(t, dtype=np.int64))])
-            sums.append(sentence_losses(model(batch["src"], batch["tgt_in"]), batch["tgt_out"], 0.1, PAD_ID)[0].tolist())
+            logits = model(batch["src"], batch["tgt_in"])
+            sums.append(sentence_losses(logits, batch["tgt_out"], 0.1, PAD_ID)[0].tolist())
     loss = math.fsum(x[0] for x in sums) / math.fsum(x[2] for x in sums)
     assert float(val[-1]["val/loss"]) == pytest.approx(loss, rel=1e-5)
 
@@ -257,8 +258,8 @@ def test_torchrun_two_nodes_start_then_continue_with_resume_auto(corpus, tmp_pat
         procs = []
         for node in (0, 1):
             args = ["--data", str(data), "--vocab-size", "320", "--max-tokens", "256", "--max-steps", str(max_steps),
-                    "--val-every", "6", "--log-every", "3", "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2",
-                    "--run-dir", str(run), "--resume", "auto"]
+                    "--val-every", "6", "--log-every", "3", "--accelerator", "cpu", "--devices", "1",
+                    "--num-nodes", "2", "--run-dir", str(run), "--resume", "auto"]
             command, env = train_command(args, tmp_path / "data", threads=1)
             command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                        "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port), *command[1:]]
@@ -368,7 +369,8 @@ def test_each_process_finds_its_rank_before_the_trainer(monkeypatch):
     assert p.starts_copies and not p.copy and not p.decides_alone and p.inherited is None
     assert not launch.detect(1, 1).starts_copies  # one process: nothing to start
 
-    set_env(monkeypatch, LOCAL_RANK=1, NODE_RANK=0, WORLD_SIZE=2, **{launch.RUN_DIR_VAR: "runs/x", launch.RESUME_VAR: ""})
+    set_env(monkeypatch, LOCAL_RANK=1, NODE_RANK=0, WORLD_SIZE=2,
+            **{launch.RUN_DIR_VAR: "runs/x", launch.RESUME_VAR: ""})
     p = launch.detect(2, 1)  # the copy Lightning's launcher started: follows the first process's choice
     assert (p.global_rank, p.local_rank, p.copy, p.inherited) == (1, 1, True, ("runs/x", None))
     assert not p.starts_copies and not p.decides_alone
@@ -429,5 +431,6 @@ def test_resume_auto_starts_then_continues_a_run(corpus, tmp_path, capsys):
 
     assert main(["--resume", "auto", "--data", str(data)]) == 2
     assert "--resume auto needs --run-dir" in capsys.readouterr().err
-    assert main(["--data", str(data), "--update-tokens", "1000", "--accumulate", "2", "--run-dir", str(tmp_path / "x")]) == 2
+    assert main(["--data", str(data), "--update-tokens", "1000", "--accumulate", "2",
+                 "--run-dir", str(tmp_path / "x")]) == 2
     assert "--update-tokens 1000 derives --accumulate" in capsys.readouterr().err

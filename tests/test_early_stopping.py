@@ -57,7 +57,8 @@ def test_a_run_stops_by_patience_and_records_why_and_where(frozen, monkeypatch, 
     run = base / "stops"
     assert main([*flags, "--patience", "2", "--run-dir", str(run)]) == 0
     result = json.loads((run / "results.json").read_text())
-    assert (result["stop_reason"], result["best_step"], result["steps"], result["finished"]) == ("patience", 4, 12, True)
+    assert ((result["stop_reason"], result["best_step"], result["steps"], result["finished"])
+            == ("patience", 4, 12, True))
     assert [int(r["step"]) for r in metrics(run) if r["val/bleu"]] == [4, 8, 12]
     assert "early stop at update 12" in capsys.readouterr().out
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["callbacks"]

@@ -178,7 +178,8 @@ def diverged(base):
 
 def test_nonfinite_updates_are_skipped_and_change_nothing(diverged):
     run, proc = diverged
-    assert "update 3: non-finite loss or gradient, update skipped (1 in a row, the run stops at 3; 1 in all)" in proc.stdout
+    assert ("update 3: non-finite loss or gradient, update skipped (1 in a row, the run stops at 3; 1 in all)"
+            in proc.stdout)
     assert "update 8: non-finite loss or gradient, update skipped (1 in a row" in proc.stdout  # the streak was reset
     ckpt = {n: load(run / "checkpoints" / f"step-{n}.ckpt") for n in (2, 4, 5, 13)}
     # skipped updates 3 and 4: weights, Adam's moments and step count, and the schedule are exactly as after update 2
@@ -321,7 +322,8 @@ def test_fallback_takes_the_valid_checkpoint_with_the_highest_step(trained, tmp_
     (folder / "best.ckpt").unlink()
     path, _, skipped = newest_valid_checkpoint(folder, folder / "last.ckpt")
     assert path == folder / "step-20.ckpt"
-    assert dict((p.name, why) for p, why in skipped)["step-25.ckpt"].startswith("not a resumable checkpoint (no global_step")
+    reasons = dict((p.name, why) for p, why in skipped)
+    assert reasons["step-25.ckpt"].startswith("not a resumable checkpoint (no global_step")
 
 
 def test_resume_without_a_valid_checkpoint_is_a_one_line_error(trained, base, tmp_path, capsys, monkeypatch):
@@ -372,7 +374,8 @@ def test_atomic_save_past_a_file_size_limit_keeps_the_previous_checkpoint(tmp_pa
     proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_file_size_limit(1_000_000))
     assert proc.returncode == 1
-    assert f"OSError: [Errno 27] could not write checkpoint {path}: File too large; the previous one is intact" in proc.stderr
+    assert (f"OSError: [Errno 27] could not write checkpoint {path}: File too large; the previous one is intact"
+            in proc.stderr)
     assert torch.equal(load(path)["w"], torch.arange(10.0))
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # the temporary file is gone
 

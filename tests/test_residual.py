@@ -121,7 +121,8 @@ def test_rskip_ln_lambda_2_by_hand():
     assert (out - y1).abs().max() > 0.4  # the second step changed the output
 
 
-@pytest.mark.parametrize("name,lam", [("skip", 1), ("post_ln", 1), ("pre_ln", 1), ("xskip", 2), ("xskip_ln", 0.5), ("rskip_ln", 3)])
+@pytest.mark.parametrize("name,lam", [("skip", 1), ("post_ln", 1), ("pre_ln", 1), ("xskip", 2), ("xskip_ln", 0.5),
+                                      ("rskip_ln", 3)])
 def test_sublayer_called_exactly_once(x, name, lam):
     F = Affine()
     make(name, lam)(x, F)

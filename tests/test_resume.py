@@ -95,11 +95,14 @@ def killed_and_resumed(tmp_path_factory):
     env = {**os.environ, "NMT_DATA_ROOT": str(base / "data"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
     def command(run, *extra):
-        return [sys.executable, str(ROOT / "train.py"), "--data", str(data), *COMMON, "--run-dir", str(base / run), *extra]
+        return [sys.executable, str(ROOT / "train.py"), "--data", str(data), *COMMON,
+                "--run-dir", str(base / run), *extra]
 
     # the uninterrupted run and the one to kill, at the same time (one thread each)
-    full = subprocess.Popen(command("full"), cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = subprocess.Popen(command("killed"), cwd=base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full = subprocess.Popen(command("full"), cwd=base, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    victim = subprocess.Popen(command("killed"), cwd=base, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:
         rows = losses(base / "killed") if (base / "killed" / "metrics.csv").exists() else []
@@ -109,10 +112,12 @@ def killed_and_resumed(tmp_path_factory):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed_at = losses(base / "killed")[-1][0]
-    ckpt_step = torch.load(base / "killed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    ckpt_step = torch.load(base / "killed" / "checkpoints" / "last.ckpt", map_location="cpu",
+                           weights_only=False)["global_step"]
     out = full.communicate(timeout=300)[0]
     assert full.returncode == 0, out[-3000:]
-    resumed = subprocess.run(command("killed", "--resume"), cwd=base, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(command("killed", "--resume"), cwd=base, env=env, capture_output=True, text=True,
+                             timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     per_epoch = int(re.search(r"([\d,]+) training batches per epoch", out).group(1))
     return base, killed_at, ckpt_step, per_epoch
@@ -135,7 +140,8 @@ def test_killed_mid_epoch_and_resumed_reproduces_the_uninterrupted_run(killed_an
     early_a, early_b = a["callbacks"]["EarlyStopping"], b["callbacks"]["EarlyStopping"]
     assert early_a == early_b and early_a["best_step"] is not None
     ra, rb = (json.loads((base / run / "results.json").read_text()) for run in ("full", "killed"))
-    assert (ra["stop_reason"], ra["best_step"]) == (rb["stop_reason"], rb["best_step"]) == ("max_steps", early_a["best_step"])
+    assert ((ra["stop_reason"], ra["best_step"]) == (rb["stop_reason"], rb["best_step"])
+            == ("max_steps", early_a["best_step"]))
 
 
 def test_a_resumed_run_counts_the_wall_time_of_both_sessions(killed_and_resumed):

@@ -42,7 +42,8 @@ def test_real_corpus_preprocesses_cleanly(name, tmp_path):
                            max_len_ratio=3.0, cache_root=tmp_path, file_hashes=hashes)
     data.setup()
     train, valid, test = CORPORA[name]
-    assert [len(data.datasets["train"].src), len(data.datasets["valid"]), len(data.datasets["test"])] == [train, valid, test]
+    assert ([len(data.datasets["train"].src), len(data.datasets["valid"]), len(data.datasets["test"])]
+            == [train, valid, test])
     assert sum(data.filtered.values()) == train and data.filtered["kept"] > 0.99 * train  # every pair counted once
     assert len(data.references("test")) == test  # raw references, never filtered
     unknown = data.unknown_in_references("test")
@@ -50,7 +51,8 @@ def test_real_corpus_preprocesses_cleanly(name, tmp_path):
     share = data._make_sampler("train", shuffle=True, world=1, rank=0).padding()
     assert share["tgt"] >= 0.9 and share["src"] >= 0.8, share
     # the second preparation of the same data reads the cache
-    again = TranslationData(corpus, Tokenizer(model), 4096, 256, 1, log=messages.append, cache_root=tmp_path, file_hashes=hashes)
+    again = TranslationData(corpus, Tokenizer(model), 4096, 256, 1, log=messages.append, cache_root=tmp_path,
+                            file_hashes=hashes)
     again.setup()
     assert any("using cached" in m for m in messages)
 

@@ -80,7 +80,8 @@ def test_resume_continues_from_the_saved_step(toy_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     before = metrics(copy)
-    proc = run_train(["--resume", "--run-dir", str(copy), "--max-steps", "520", "--log-every", "10"], base / "data", base)
+    proc = run_train(["--resume", "--run-dir", str(copy), "--max-steps", "520", "--log-every", "10"],
+                     base / "data", base)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming from" in proc.stdout
     ckpt = torch.load(copy / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -183,7 +183,8 @@ def test_layerscale(x):
     torch.testing.assert_close(block(x, F), x + block.gamma * F(ln(x, norm)))
 
 
-@pytest.mark.parametrize("layers,gamma", [(1, 0.1), (6, 0.1), (18, 0.1), (19, 1e-5), (24, 1e-5), (25, 1e-6), (100, 1e-6)])
+@pytest.mark.parametrize("layers,gamma", [(1, 0.1), (6, 0.1), (18, 0.1),
+                                          (19, 1e-5), (24, 1e-5), (25, 1e-6), (100, 1e-6)])
 def test_layerscale_initial_gamma_follows_the_depth_of_its_stack(layers, gamma):
     for where in (place("encoder", 0, "ff", n=layers, m=3), place("decoder", 0, "ff", n=3, m=layers)):
         block = build_residual("layerscale", D, place=where)
@@ -277,8 +278,9 @@ def test_admin_profiling_sets_omega_from_the_variances_of_a_known_batch():
                      for f in (lambda h, a=layer.self_attn: a(h, mask=mask), layer.ff)]
         memory = stack(model.embed(src), enc_pairs, enc_calls)
         dec_pairs = [p for layer in model.decoder.layers for p in layer.residual_pairs()]
-        dec_calls = [f for layer in model.decoder.layers for f in (
-            lambda h, a=layer.self_attn: a(h, causal=True), lambda h, a=layer.cross_attn: a(h, memory, mask=mask), layer.ff)]
+        dec_calls = [f for layer in model.decoder.layers
+                     for f in (lambda h, a=layer.self_attn: a(h, causal=True),
+                               lambda h, a=layer.cross_attn: a(h, memory, mask=mask), layer.ff)]
         stack(model.embed(tgt), dec_pairs, dec_calls)
 
     model.train()
@@ -359,8 +361,8 @@ def hyper_reference(block, streams, F, n, dynamic):
         beta = b_static.expand(*streams.shape[:-2], n)
     h = sum(alpha[..., j, 0:1] * streams[..., j, :] for j in range(n))
     out = F(ln(h, block.norm))
-    return torch.stack([sum(alpha[..., j, 1 + i:2 + i] * streams[..., j, :] for j in range(n)) + beta[..., i:i + 1] * out
-                        for i in range(n)], dim=-2)
+    return torch.stack([sum(alpha[..., j, 1 + i:2 + i] * streams[..., j, :] for j in range(n))
+                        + beta[..., i:i + 1] * out for i in range(n)], dim=-2)
 
 
 @pytest.mark.parametrize("name,dynamic", [("hyper", True), ("hyper_static", False)])

@@ -27,8 +27,8 @@ from nmt.translate import Translator
 
 VARIANTS = ("admin", "resi_dual")
 STEPS = 24
-COMMON = ["--vocab-size", "400", "--max-tokens", "256", "--max-len", "64", "--max-steps", str(STEPS), "--save-every", "5",
-          "--keep-last", "1", "--log-every", "1", "--val-every", "0", "--warmup", "10"]
+COMMON = ["--vocab-size", "400", "--max-tokens", "256", "--max-len", "64", "--max-steps", str(STEPS),
+          "--save-every", "5", "--keep-last", "1", "--log-every", "1", "--val-every", "0", "--warmup", "10"]
 INIT_LINE = "data-dependent initialisation of the residual blocks"
 
 
@@ -46,15 +46,16 @@ def killed_and_resumed(tmp_path_factory):
                 "--run-dir", str(base / run), *extra]
 
     # build the tokenizer and the encoded data once, before four processes look for them
-    prepared = subprocess.run(command("post_ln", "prepare", "--max-steps", "1"), check=False, cwd=base, env=env, capture_output=True,
-                              text=True, timeout=300)
+    prepared = subprocess.run(command("post_ln", "prepare", "--max-steps", "1"), check=False, cwd=base, env=env,
+                              capture_output=True, text=True, timeout=300)
     assert prepared.returncode == 0, prepared.stdout[-3000:] + prepared.stderr[-3000:]
     procs = {}
     for name in VARIANTS:
         full = subprocess.Popen(command(name, f"{name}-full"), cwd=base, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         log = open(base / f"{name}-killed.log", "w")
-        victim = subprocess.Popen(command(name, f"{name}-killed"), cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT)
+        victim = subprocess.Popen(command(name, f"{name}-killed"), cwd=base, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
         procs[name] = (full, victim, log)
     killed_at = {}
     deadline = time.time() + 300
@@ -75,8 +76,8 @@ def killed_and_resumed(tmp_path_factory):
         log.close()
         out = full.communicate(timeout=300)[0]
         assert full.returncode == 0, out[-3000:]
-        resumed = subprocess.run(command(name, f"{name}-killed", "--resume"), check=False, cwd=base, env=env, capture_output=True,
-                                 text=True, timeout=300)
+        resumed = subprocess.run(command(name, f"{name}-killed", "--resume"), check=False, cwd=base, env=env,
+                                 capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         first = (base / f"{name}-killed.log").read_text()
         result[name] = (killed_at.get(name), out, first, resumed.stdout)
@@ -109,7 +110,8 @@ def test_killed_and_resumed_run_is_bitwise_the_uninterrupted_one(killed_and_resu
 # ------------------------------------------------------------------------------------------- two processes
 DDP_STEPS = 12
 DDP = ["--vocab-size", "320", "--max-tokens", "256", "--max-steps", str(DDP_STEPS), "--val-every", str(DDP_STEPS),
-       "--log-every", "1", "--save-every", "0", "--lr", "6e-3", "--warmup", "6", "--accelerator", "cpu", "--devices", "2"]
+       "--log-every", "1", "--save-every", "0", "--lr", "6e-3", "--warmup", "6", "--accelerator", "cpu",
+       "--devices", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +146,8 @@ def test_two_processes_hold_the_same_weights(two_processes, name):
     tokenizer = Tokenizer(run / "spm.model")
     sums = []
     with torch.no_grad():
-        for i, (s, t) in enumerate(zip(tokenizer.encode(lines(data / "valid.en")), tokenizer.encode(lines(data / "valid.de")))):
+        for i, (s, t) in enumerate(zip(tokenizer.encode(lines(data / "valid.en")),
+                                       tokenizer.encode(lines(data / "valid.de")))):
             batch = collate([(i, np.array(s, dtype=np.int64), np.array(t, dtype=np.int64))])
             logits = translator.model(batch["src"], batch["tgt_in"])
             sums.append(sentence_losses(logits, batch["tgt_out"], 0.1, PAD_ID)[0].tolist())

@@ -126,9 +126,11 @@ class TranslationData(L.LightningDataModule):
             ratio_bad = ~blank & ~too_long & (longest > self.max_len_ratio * shortest)
         keep = np.flatnonzero(~(blank | too_long | ratio_bad))
         self.filtered = {
-            "blank": int(blank.sum()), "too_long": int(too_long.sum()), "ratio": int(ratio_bad.sum()), "kept": len(keep),
+            "blank": int(blank.sum()), "too_long": int(too_long.sum()), "ratio": int(ratio_bad.sum()),
+            "kept": len(keep),
         }
-        ratio_note = f", {self.filtered['ratio']:,} with a length ratio above {self.max_len_ratio:g}" if self.max_len_ratio > 0 else ""
+        ratio_note = (f", {self.filtered['ratio']:,} with a length ratio above {self.max_len_ratio:g}"
+                      if self.max_len_ratio > 0 else "")
         self.log(
             f"train: kept {len(keep):,} of {len(src):,} pairs (dropped {self.filtered['blank']:,} blank, "
             f"{self.filtered['too_long']:,} longer than {self.max_len} tokens{ratio_note})"
