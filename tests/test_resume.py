@@ -86,13 +86,19 @@ def losses(run: Path) -> list[tuple[int, str]]:
         return [(int(r["step"]), r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
 
 
-@pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory):
-    base = tmp_path_factory.mktemp("resume")
+def kill_test_corpus(base: Path) -> tuple[Path, dict]:
+    """A 300-pair corpus of varied lengths in ``base/corpus``, and the environment of one-thread train.py runs on it
+    (a data root of their own in ``base/data``): what the kill-and-resume tests train on."""
     pairs = [(" ".join(f"w{(i * 7 + j) % 50}" for j in range(3 + i % 9)),
               " ".join(f"v{(i * 5 + j) % 40}" for j in range(2 + i % 11))) for i in range(300)]
     data = write_corpus(base / "corpus", pairs=pairs)
-    env = {**os.environ, "NMT_DATA_ROOT": str(base / "data"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return data, {**os.environ, "NMT_DATA_ROOT": str(base / "data"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    data, env = kill_test_corpus(base)
 
     def command(run, *extra):
         return [sys.executable, str(ROOT / "train.py"), "--data", str(data), *COMMON,

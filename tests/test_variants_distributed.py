@@ -5,7 +5,6 @@ run's weights are the same on both processes (the validation loss gathered from 
 evaluation of the checkpoint). Both variants run side by side, one thread each, to keep the time down."""
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -15,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, metrics
-from test_data import write_corpus
 from test_ddp import finish, lines, start, train_losses, write_lexicon_corpus
-from test_resume import losses
+from test_resume import kill_test_corpus, losses
 
 from nmt.data.batching import TokenBatchSampler
 from nmt.data.datamodule import collate
@@ -36,10 +34,7 @@ INIT_LINE = "data-dependent initialisation of the residual blocks"
 def killed_and_resumed(tmp_path_factory):
     """For each variant: an uninterrupted run and one killed (SIGKILL) after its checkpoint at update 10, resumed."""
     base = tmp_path_factory.mktemp("variants-resume")
-    pairs = [(" ".join(f"w{(i * 7 + j) % 50}" for j in range(3 + i % 9)),
-              " ".join(f"v{(i * 5 + j) % 40}" for j in range(2 + i % 11))) for i in range(300)]
-    data = write_corpus(base / "corpus", pairs=pairs)
-    env = {**os.environ, "NMT_DATA_ROOT": str(base / "data"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    data, env = kill_test_corpus(base)
 
     def command(name, run, *extra):
         return [sys.executable, str(ROOT / "train.py"), "--data", str(data), *COMMON, "--skip", name,
