@@ -167,13 +167,23 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown system(s) {', '.join(sorted(unknown))}")
     jobs = [(system, int(seed)) for seed in args.seeds.split(",") for system in systems]
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    def attempt(job):  # a failed run is reported, and the others go on (a rerun tries it again)
+        try:
+            return run_one(args, *job)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+            print(f"{job[0]} seed {job[1]}: {e}", file=sys.stderr, flush=True)
+            return None
+
     with ThreadPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(lambda job: run_one(args, *job), jobs))
+        results = [r for r in pool.map(attempt, jobs) if r is not None]
+    if len(results) < len(jobs):
+        print(f"{len(jobs) - len(results)} of {len(jobs)} runs failed; rerun the same command to retry them",
+              file=sys.stderr)
     text, table = summarise(results, systems)
     (Path(args.out) / "parity.md").write_text(text)
     (Path(args.out) / "parity.json").write_text(json.dumps(table, indent=2) + "\n")
     print(text)
-    return 0
+    return 0 if len(results) == len(jobs) else 1
 
 
 if __name__ == "__main__":
