@@ -521,7 +521,7 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out,
                "diagnosis": None if found is None else {
                    "settings": diagnosis.to_dict(), "failed": found["failed"],
-                   "variants": [{"run": run.name, **r["subject"], "summary": r["summary"]} for run, r in found["results"]]}}
+                   "variants": [{**r["subject"], "run": run.name, "summary": r["summary"]} for run, r in found["results"]]}}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
