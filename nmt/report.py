@@ -8,15 +8,19 @@
   paired bootstrap p-value) and the smallest difference the seed-to-seed noise of ``post_ln`` lets one
   detect (see ``detectable_difference``), and the paper's qualitative claims decided on these runs
   (``nmt.claims``: supported, contradicted or not resolved, against the test-set and the seed noise);
-- ``curves.png`` (validation loss and BLEU against updates, every run, coloured by variant),
-  ``bleu.png`` (BLEU bars with the std over seeds), ``grad_norms.png`` (per-layer gradient norms over the
-  first updates, one panel per variant and seed; runs trained with ``--log-layer-grads N``); the figures
-  need matplotlib (``pip install nmt[report]``), without it the report says so;
+- ``curves.png`` (validation loss, on a log scale when it spans orders of magnitude, and BLEU against updates,
+  every run, coloured by variant), ``bleu.png`` (BLEU bars with the std over seeds), ``grad_norms.png``
+  (per-layer gradient norms over the first updates, one panel per variant, geometric mean over its seeds; runs
+  trained with ``--log-layer-grads N``); the figures need matplotlib (``pip install nmt[report]``), without it
+  the report says so;
+- the "Why" section: ``nmt.diagnose`` on each variant's best checkpoint (its first seed), a table of the
+  diagnosis's summary numbers and ``why_*.png``, the diagnoses' figures side by side (``--no-why``: none);
 - ``README.md``: setup, hardware, wall time, provenance (git commits, package versions), and how every
   number was obtained.
 
 Evaluations are cached per run in ``DIR/eval/<run>.json`` (keyed by the run's results.json and the
-evaluation settings), so a rerun after one more run re-translates only that one.
+evaluation settings), so a rerun after one more run re-translates only that one; diagnoses likewise in
+``DIR/diagnosis/<run>/`` (keyed by the checkpoint file and the diagnosis settings).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from pathlib import Path
 
 from nmt import claims, evaluate
 from nmt.config import TrainConfig, read_saved_config
+from nmt.diagnose.figures import grid
+from nmt.diagnose.settings import DiagnosisSettings
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import BASELINE, RunNotEvaluable, RunScore
 from nmt.residual import identities, variant_order
@@ -188,18 +194,31 @@ def _label(cfg: TrainConfig) -> str:
     return cfg.skip + (f" λ={cfg.lam:g}" if cfg.lam != 1 else "")
 
 
-def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
-    """Write the figures; returns their file names (empty without matplotlib)."""
+def _pyplot():
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def variant_colors(out: Path) -> dict:
+    """One colour per variant of the study (label → colour), in the tables' order: the same in every figure."""
+    plt = _pyplot()
+    labels = _in_order(_configured_runs(out).values())
+    return {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)} if plt else {}
+
+
+def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
+    """Write the figures; returns their file names (empty without matplotlib)."""
+    plt = _pyplot()
+    if plt is None:
         return []
     cfgs = _configured_runs(out)
-    labels = _in_order(cfgs.values())
-    colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    colors = variant_colors(out)
     metric_rows = {run: _metrics(run) for run in cfgs}
     written = [_curves_figure(plt, folder, cfgs, metric_rows, colors), _bleu_figure(plt, folder, rows, colors)]
     with_grads = {run: rows for run, rows in metric_rows.items()
@@ -209,23 +228,40 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
     return written
 
 
+def spans_orders_of_magnitude(values: list[float], factor: float = 100.0) -> bool:
+    """Whether positive ``values`` range over more than ``factor`` (then a linear axis flattens all but the largest)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite or min(finite) <= 0:
+        return False
+    return max(finite) / min(finite) > factor
+
+
 def _curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows: dict[Path, list[dict]],
                    colors: dict) -> str:
-    """curves.png: validation loss and BLEU against updates, one line per run, coloured by variant."""
+    """curves.png: validation loss and BLEU against updates, one line per run, coloured by variant. The loss is on a
+    log scale when it spans orders of magnitude (a diverging run next to converging ones)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    losses = []
     for run, cfg in cfgs.items():
         label = _label(cfg)
         for ax, column in zip(axes, ("val/loss", "val/bleu")):
             xs, ys = _series(metric_rows[run], column)
             if xs:
                 ax.plot(xs, ys, marker=".", color=colors[label], alpha=0.8, label=label)
-    for ax, title in zip(axes, ("validation loss (label-smoothed)", "validation BLEU (greedy)")):
+            if column == "val/loss":
+                losses += ys
+    log_loss = spans_orders_of_magnitude(losses)
+    if log_loss:
+        axes[0].set_yscale("log")
+    titles = ("validation loss (label-smoothed" + (", log scale)" if log_loss else ")"), "validation BLEU (greedy)")
+    for ax, title in zip(axes, titles):
         ax.set_xlabel("update")
         ax.set_title(title)
         handles, names = ax.get_legend_handles_labels()
         unique = dict(zip(names, handles))
-        if unique:
-            ax.legend(unique.values(), unique.keys(), fontsize=8)
+        ordered = [label for label in _in_order(cfgs.values()) if label in unique]  # the tables' order
+        if ordered:
+            ax.legend([unique[label] for label in ordered], ordered, fontsize=8)
     fig.suptitle("every run (one line per seed), coloured by variant")
     return _save(plt, fig, folder / "curves.png", dpi=120)
 
@@ -247,36 +283,59 @@ def _bleu_figure(plt, folder: Path, rows: list[dict], colors: dict) -> str:
 
 
 def _grad_norms_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows: dict[Path, list[dict]]) -> str:
-    """grad_norms.png: per-layer gradient norms over the first updates, one panel per variant (rows) and seed."""
+    """grad_norms.png: per-layer gradient norms over the first updates, one panel per variant (the geometric mean
+    over its seeds at each update), the panels in a compact grid, one legend under them."""
     variants = _in_order(cfgs[run] for run in metric_rows)
-    seeds = sorted({cfgs[run].seed for run in metric_rows})
-    fig, axes = plt.subplots(len(variants), len(seeds), figsize=(4.5 * len(seeds), 3 * len(variants)),
-                             squeeze=False, sharex=True)
-    used = set()
-    for run, rows in metric_rows.items():
-        where = (variants.index(_label(cfgs[run])), seeds.index(cfgs[run].seed))
-        used.add(where)
-        ax = axes[where[0]][where[1]]
+    rows_of = {label: [rows for run, rows in metric_rows.items() if _label(cfgs[run]) == label] for label in variants}
+    n_rows, n_cols = grid(len(variants), 4)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.0 * n_rows + 1.0), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    steps_max = 1
+    entries = []
+    for index, ax in enumerate(axes.flat):
+        if index >= len(variants):
+            ax.set_visible(False)
+            continue
+        label = variants[index]
+        runs = rows_of[label]
         for side, style in (("encoder", "-"), ("decoder", "--")):
-            layers = _layer_columns(rows[0], side)
-            cmap = plt.get_cmap("viridis")
+            layers = _layer_columns(runs[0][0], side)
             for j, column in enumerate(layers):
-                xs, ys = _series(rows, column)
-                ax.plot(xs, ys, style, color=cmap(j / max(1, len(layers) - 1)), lw=1,
-                        label=f"{side} {column.split('.')[-1]}")
+                xs, ys = _seed_mean(runs, column)
+                (line,) = ax.plot(xs, ys, style, color=cmap(j / max(1, len(layers) - 1)), lw=1)
+                entries.append((line, f"{side} {int(column.split('.')[-1]) + 1}"))
+                steps_max = max([steps_max, *xs])
         ax.set_yscale("log")
-        ax.set_title(f"{_label(cfgs[run])}, seed {cfgs[run].seed}", fontsize=9)
-    for i, panels in enumerate(axes):
-        for j, ax in enumerate(panels):
-            ax.set_visible((i, j) in used)  # that variant was not trained with that seed
-    axes[min(used)[0]][min(used)[1]].legend(fontsize=6, ncol=2)
-    for ax in axes[-1]:
-        ax.set_xlabel("update")
-    for panels in axes:
-        panels[0].set_ylabel("gradient 2-norm of the layer")
-    fig.suptitle("per-layer gradient norms over the first updates (encoder solid, decoder dashed; "
-                 "lighter = higher layer)", fontsize=10)
-    return _save(plt, fig, folder / "grad_norms.png", dpi=110)
+        ax.set_title(label + (f" (geometric mean of {len(runs)} seeds)" if len(runs) > 1 else " (1 seed)"), fontsize=9)
+        if index % n_cols == 0:
+            ax.set_ylabel("gradient 2-norm of the layer")
+        if index + n_cols >= len(variants):  # the lowest panel of its column
+            ax.set_xlabel("update")
+    for ax in axes.flat:
+        ax.set_xlim(0, steps_max + 1)
+    unique = {name: line for line, name in entries}
+    ncol = min(len(unique), 6)
+    legend_rows = math.ceil(len(unique) / ncol) if unique else 0
+    height = fig.get_size_inches()[1]
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.suptitle("per-layer gradient norms over the first updates (encoder solid, decoder dashed; lighter = higher "
+                 "layer)", fontsize=10)
+    fig.tight_layout(rect=(0, (0.17 * legend_rows + 0.05) / height, 1, 1))
+    fig.savefig(folder / "grad_norms.png", dpi=110)
+    plt.close(fig)
+    return "grad_norms.png"
+
+
+def _seed_mean(runs: list[list[dict]], column: str) -> tuple[list[int], list[float]]:
+    """The geometric mean over the runs (seeds) of ``column`` at each update that all of them logged."""
+    series = [dict(zip(*_series(rows, column))) for rows in runs]
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    means = []
+    for step in steps:
+        values = [s[step] for s in series]
+        means.append(math.exp(statistics.fmean(math.log(v) for v in values))
+                     if all(v > 0 and math.isfinite(v) for v in values) else math.nan)
+    return steps, means
 
 
 def _layer_columns(metrics_row: dict, side: str) -> list[str]:
@@ -337,6 +396,76 @@ def gradient_flow_markdown(rows: list[dict]) -> str:
                     "logged updates and the seeds: 1 = the gradient reaches the bottom layer undiminished.")
 
 
+# ------------------------------------------------------------------------------------------- why
+def why(out: Path, folder: Path, settings: DiagnosisSettings) -> dict:
+    """The diagnosis (``nmt.diagnose``) of each variant's best checkpoint, of its first seed: cached in
+    ``out/diagnosis/<run>/`` (redone only when the checkpoint file or the settings change), the figures of all of
+    them side by side in ``folder`` (``why_*.png``). Returns {"results": [(run, diagnosis)], "failed": [...],
+    "pictures": [...]}."""
+    from nmt.checkpoint import CheckpointError, find_checkpoint
+    from nmt.diagnose import figures as diagnosis_figures
+    from nmt.diagnose.diagnosis import cache_key, cached_diagnosis, diagnose, write_diagnosis
+    from nmt.diagnose.subject import NotDiagnosable, load_subject
+
+    cfgs = _configured_runs(out)
+    first: dict[str, tuple[int, Path, Path]] = {}  # variant → (seed, run, checkpoint) of its first seed with weights
+    for run, cfg in cfgs.items():
+        try:
+            checkpoint = find_checkpoint(run, "best")
+        except CheckpointError:
+            continue  # diverged or stopped before its first checkpoint
+        label = _label(cfg)
+        if label not in first or cfg.seed < first[label][0]:
+            first[label] = (cfg.seed, run, checkpoint)
+    results, failed = [], []
+    for label in _in_order(cfgs[run] for _, run, _ in first.values()):
+        _, run, checkpoint = first[label]
+        key = cache_key(checkpoint, settings)
+        target = out / "diagnosis" / run.name
+        result = cached_diagnosis(target, key)
+        if result is None:
+            print(f"diagnosing {run.name} ({checkpoint.name}) ...", flush=True)
+            try:
+                subject = load_subject(checkpoint, split=settings.split, limit=settings.limit)
+                write_diagnosis(diagnose(subject, settings), target, key)
+            except (NotDiagnosable, CheckpointError, ValueError, RuntimeError) as e:
+                failed.append({"run": run.name, "reason": str(e)})
+                continue
+            result = cached_diagnosis(target, key)
+        results.append((run, result))
+    pictures = diagnosis_figures.compare([r for _, r in results], folder, variant_colors(out),
+                                         what="each variant's best checkpoint (first seed)") if results else []
+    return {"results": results, "failed": failed, "pictures": pictures, "settings": settings}
+
+
+def why_markdown(found: dict) -> str:
+    """The "Why" table: the diagnosis's summary numbers, one row per variant (its first seed's best checkpoint)."""
+    from nmt.diagnose.diagnosis import summary_table
+
+    results = [r for _, r in found["results"]]
+    if not results:
+        text = "No checkpoint could be diagnosed."
+    else:
+        settings = found["settings"]
+        text = (summary_table(results) + "\n\n" + (
+            f"Each variant's first seed, its `best.ckpt`, diagnosed by `python -m nmt.diagnose` on the first "
+            f"{max(r['subject']['sentences'] for r in results):,} sentences of the {settings.split} split "
+            f"(`diagnosis/<run>/`: every number, "
+            f"its own figures and summary). Gradient ratio: the gradient norm of layer 1's parameters over the top "
+            f"layer's (< 1: it shrinks on its way down); RMS growth: the residual stream's RMS after the last sublayer "
+            f"over that after the first (largest stream); gradient correlation at ε = "
+            f"{_closest(settings.scales, 0.1):g}: near 1 smooth, near 0 shattered; CKA of neighbour layers: near 1, "
+            f"they compute nearly the same representation; BLEU with one sublayer deleted (mean over the "
+            f"sublayers) and with k = {settings.max_k} random ones deleted (mean of {settings.draws} draws), greedy."))
+    if found["failed"]:
+        text += "\n\nNot diagnosed:\n" + "\n".join(f"- {f['run']}: {f['reason']}" for f in found["failed"])
+    return text
+
+
+def _closest(values, target: float) -> float:
+    return min(values, key=lambda v: abs(math.log(v / target)))
+
+
 # ------------------------------------------------------------------------------------------- the report
 def _provenance(out: Path) -> dict:
     commits, packages, hardware, dirty = {}, {}, {}, False
@@ -359,8 +488,13 @@ def _provenance(out: Path) -> dict:
             "hardware": [{"hardware": json.loads(h), "runs": len(r)} for h, r in hardware.items()]}
 
 
-def build(out: Path, settings: EvalSettings, scoring: ScoringSettings) -> Path:
-    """Evaluate every run of the study ``out`` and write ``out/report/``; returns that folder."""
+WHY = DiagnosisSettings()
+"""The diagnosis settings of the "Why" section: ``python -m nmt.diagnose``'s defaults."""
+
+
+def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis: DiagnosisSettings | None = WHY) -> Path:
+    """Evaluate every run of the study ``out`` and write ``out/report/``; returns that folder. ``diagnosis``: the
+    settings of the "Why" section's diagnoses (None: no such section)."""
     started = time.time()
     folder = out / "report"
     folder.mkdir(parents=True, exist_ok=True)
@@ -380,12 +514,19 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings) -> Path:
     markdown.append("### Every run\n\n" + runs_markdown(scores, unscored))
     flow = gradient_flow(out)
     markdown.append("### Gradient flow over the first updates\n\n" + gradient_flow_markdown(flow))
+    found = why(out, folder, diagnosis) if diagnosis is not None and (out / "runs").is_dir() else None
+    if found is not None:
+        markdown.append("### Why: the diagnosis of each variant\n\n" + why_markdown(found))
     (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
-    results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out}
+    results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out,
+               "diagnosis": None if found is None else {
+                   "settings": diagnosis.to_dict(), "failed": found["failed"],
+                   "variants": [{**r["subject"], "run": run.name, "summary": r["summary"]} for run, r in found["results"]]}}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
-    readme = _readme(out, settings, scoring, markdown, pictures, scores, unscored, left_out, time.time() - started)
+    readme = _readme(out, settings, scoring, markdown, pictures, scores, unscored, left_out, time.time() - started,
+                     found)
     (folder / "README.md").write_text(readme, encoding="utf-8")
     return folder
 
@@ -436,7 +577,8 @@ def _mdd_text(mdd: dict | None) -> str:
 
 
 def _readme(out: Path, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str], pictures: list[str],
-            scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float) -> str:
+            scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
+            found: dict | None = None) -> str:
     """The report's README.md: setup, hardware and wall time, provenance, results, figures, and the protocol."""
     sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
     provenance = _provenance(out)
@@ -455,6 +597,7 @@ def _readme(out: Path, settings: EvalSettings, scoring: ScoringSettings, markdow
         *markdown,
         "",
         *_figures_section(out, pictures),
+        *_why_section(found),
         *_protocol_section(settings, scoring),
     ]
     return "\n".join(lines)
@@ -522,6 +665,25 @@ def _figures_section(out: Path, pictures: list[str]) -> list[str]:
     return lines
 
 
+def _why_section(found: dict | None) -> list[str]:
+    """The figures of the diagnoses side by side, and a link to each one's own folder (the table is in Results)."""
+    if found is None:
+        return []
+    lines = ["", "## Why: the diagnosis of each variant", "",
+             ("What the residual literature measures to explain its results, on each variant's best checkpoint (first "
+              "seed; the numbers are in the table \"Why: the diagnosis of each variant\" above): the gradient "
+              "reaching each layer, the growth of the hidden states, whether the gradients are smooth or shattered "
+              "(Balduzzi et al. 2017), how BLEU degrades when sublayers are deleted (Veit et al. 2016), and how "
+              "similar the layers' representations are."), ""]
+    if found["pictures"]:
+        lines += [f"![{p}]({p})" for p in found["pictures"]]
+    elif found["results"]:
+        lines.append("The figures need matplotlib (`pip install nmt[report]`).")
+    lines += ["", "Each diagnosis on its own: " + ", ".join(
+        f"[{r['subject']['label']}](../diagnosis/{run.name}/summary.md)" for run, r in found["results"]) + "."]
+    return lines
+
+
 def _protocol_section(settings: EvalSettings, scoring: ScoringSettings) -> list[str]:
     return [
         "",
@@ -552,6 +714,9 @@ def _protocol_section(settings: EvalSettings, scoring: ScoringSettings) -> list[
          "**Gradient norms** (`grad_norms.png`): the 2-norm of the gradient of all parameters of each encoder and "
          "decoder layer at each of the first `--log-layer-grads` updates, before clipping, per seed."),
         "- **Wall time**: seconds from start to end of the run's last train.py process (results.json).",
+        ("- **Why** (`why_*.png`, the diagnosis table): `python -m nmt.diagnose` on each variant's first seed's "
+         "`best.ckpt`, with its default settings; the measurements are defined in the README's section on "
+         "diagnosis and in `nmt/diagnose/__init__.py`."),
         "",
     ]
 
@@ -561,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="the sweep's --out folder")
     add_scoring_args(p)
     add_eval_args(p, with_average_last=True)
+    p.add_argument("--no-why", action="store_true",
+                   help="leave out the \"Why\" section (the diagnosis of each variant's best checkpoint; cached in "
+                   "DIR/diagnosis/, so only new or changed checkpoints are diagnosed again)")
     return p
 
 
@@ -569,7 +737,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.out / "runs").is_dir():
         print(f"report: error: {args.out} holds no runs/ folder", file=sys.stderr)
         return 2
-    print(f"report written to {build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args))}/")
+    folder = build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args),
+                   None if args.no_why else WHY)
+    print(f"report written to {folder}/")
     return 0
 
 

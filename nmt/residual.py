@@ -193,7 +193,9 @@ class ResidualBlock(nn.Module):
     - ``same_as``: {λ: name} where the variant is the same model as the registered variant ``name`` at λ = 1;
     - ``final_norm``: True when a stack of these blocks ends with a LayerNorm (used by the default
       ``stack_ends``);
-    - ``needs_place``: True when the block cannot be built without its ``Place``.
+    - ``needs_place``: True when the block cannot be built without its ``Place``;
+    - ``stream_names``: for a block whose state holds several streams, what each is (``nmt.diagnose`` labels its
+      figures with them); by default the streams are numbered.
     """
 
     final_norm: ClassVar[bool] = False
@@ -204,6 +206,7 @@ class ResidualBlock(nn.Module):
     data_dependent_init: ClassVar[Callable | None] = None
     """A classmethod ``(blocks, run)`` for a one-time initialisation from data (see ``Admin``), or None."""
     registered_name: ClassVar[str] = ""
+    stream_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, d_model: int, lam: float = 1.0, dropout: float = 0.0, place: Place | None = None):
         super().__init__()
@@ -511,6 +514,7 @@ class B2T(ResidualBlock):
     """
 
     needs_place = True
+    stream_names = ("hidden", "layer input x₀")
 
     def __init__(self, d_model: int, lam: float = 1.0, dropout: float = 0.0, place: Place | None = None):
         super().__init__(d_model, lam, dropout, place)
@@ -549,6 +553,8 @@ class ResiDual(ResidualBlock):
 
     both starting at the embedding output x, combined at the end of the stack:  output = x_a + LN(x_d).
     """
+
+    stream_names = ("x_a (Post-LN)", "x_d (sum)")
 
     def __init__(self, d_model: int, lam: float = 1.0, dropout: float = 0.0, place: Place | None = None):
         super().__init__(d_model, lam, dropout, place)

@@ -232,8 +232,25 @@ def test_report_table_and_files(study):
     except ImportError:
         assert "pip install nmt[report]" in readme
     else:
-        for name in ("curves.png", "bleu.png", "grad_norms.png"):
+        for name in ("curves.png", "bleu.png", "grad_norms.png", "why_lesion.png", "why_similarity.png"):
             assert (report / name).stat().st_size > 1000 and f"![{name}]({name})" in readme
+    # why: each variant's first seed diagnosed (the diverged run left no checkpoint), cached across reports
+    assert "### Why: the diagnosis of each variant" in text and "## Why: the diagnosis of each variant" in readme
+    diagnosed = {v["label"]: v for v in data["diagnosis"]["variants"]}
+    assert sorted(diagnosed) == ["post_ln", "rskip_ln λ=2"]
+    assert diagnosed["post_ln"]["run"] == "post_ln-lambda1-seed1"
+    assert diagnosed["post_ln"]["summary"]["encoder_rms_growth"] == pytest.approx(1.0, abs=0.05)  # Post-LN: flat
+    assert (study["folder"] / "study" / "diagnosis" / "rskip_ln-lambda2-seed1" / "diagnosis.json").is_file()
+    assert "diagnosing rskip_ln-lambda2-seed1" in study["rerun"].stdout
+    assert "diagnosing" not in more.stdout  # the report rewritten after one more run: nothing diagnosed again
+
+
+def test_the_loss_curves_go_log_scale_when_they_span_orders_of_magnitude():
+    from nmt.report import spans_orders_of_magnitude
+
+    assert spans_orders_of_magnitude([5.1, 4.2, 1.4e9, 3.9])  # a diverging run beside converging ones
+    assert not spans_orders_of_magnitude([5.1, 4.2, 3.9, 2.8])
+    assert not spans_orders_of_magnitude([5.1, -1.0, 1e9])  # not positive: no log scale
 
 
 def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study):
