@@ -41,6 +41,7 @@ from nmt.diagnose.figures import grid
 from nmt.diagnose.settings import DiagnosisSettings
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import BASELINE, RunNotEvaluable, RunScore
+from nmt.plotting import pyplot, save_figure
 from nmt.residual import identities, variant_order
 from nmt.tables import MISSING, cell, markdown_table
 
@@ -194,27 +195,18 @@ def _label(cfg: TrainConfig) -> str:
     return cfg.skip + (f" λ={cfg.lam:g}" if cfg.lam != 1 else "")
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def variant_colors(out: Path) -> dict:
     """One colour per variant of the study (label → colour), in the tables' order: the same in every figure."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = _in_order(_configured_runs(out).values())
     return {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)} if plt else {}
 
 
 def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
     """Write the figures; returns their file names (empty without matplotlib)."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return []
     cfgs = _configured_runs(out)
@@ -345,9 +337,7 @@ def _layer_columns(metrics_row: dict, side: str) -> list[str]:
 
 def _save(plt, fig, path: Path, dpi: int) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path.name
+    return save_figure(plt, fig, path, dpi)
 
 
 def gradient_flow(out: Path) -> list[dict]:

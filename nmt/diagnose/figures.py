@@ -14,27 +14,16 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from nmt.plotting import pyplot, save_figure
 
 STREAM_STYLES = ("-", "--", ":", "-.")
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
 def single(result: dict, out: Path) -> list[str]:
     """The five figures of one diagnosis, in ``out``; their file names."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return []
     colors = {result["subject"]["label"]: "tab:blue"}
@@ -51,7 +40,7 @@ def compare(results: list[dict], out: Path, colors: dict | None = None, prefix: 
             what: str = "one model per variant") -> list[str]:
     """The figures of several diagnoses, one colour per variant (``colors``: label → colour), as ``prefix`` + the
     single figure's name; their file names. ``what`` the models are, for the figures' titles."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None or not results:
         return []
     labels = [r["subject"]["label"] for r in results]
@@ -65,17 +54,17 @@ def compare(results: list[dict], out: Path, colors: dict | None = None, prefix: 
     ]
 
 
-def _save(plt, fig, path: Path, dpi: int = 110) -> str:
-    """Save atomically (a temporary file renamed); returns the file name."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path.name
+def _save(plt, fig, path: Path) -> str:
+    return save_figure(plt, fig, path, dpi=110)
+
+
+def _legend_finish_save(plt, fig, axes, entries: list[tuple], legend: bool, path: Path) -> str:
+    """The common end of a multi-panel figure: one legend below the panels when ``legend``, layout, save."""
+    rows = _legend_rows(len({label for _, label in entries})) if legend else 0
+    if rows:
+        _legend_below(fig, axes, entries)
+    _finish(fig, rows)
+    return _save(plt, fig, path)
 
 
 def _legend_below(fig, axes, handles_labels: list[tuple], ncol: int | None = None) -> None:
@@ -124,12 +113,8 @@ def gradient_flow(plt, results: list[dict], colors: dict, path: Path, heat: dict
     ax.xaxis.get_major_locator().set_params(integer=True)
     if heat:
         _heat_map(plt, fig, axes[0][1], heat)
-    rows = _legend_rows(len(entries)) if len(results) > 1 else 0
-    if rows:
-        _legend_below(fig, axes, entries)
     fig.suptitle(f"gradient flow: {_title(results, what)}", fontsize=11)
-    _finish(fig, rows)
-    return _save(plt, fig, path)
+    return _legend_finish_save(plt, fig, axes, entries, len(results) > 1, path)
 
 
 def _heat_map(plt, fig, ax, heat: dict) -> None:
@@ -184,12 +169,7 @@ def hidden_states(plt, results: list[dict], colors: dict, path: Path, what: str 
     for ax in axes[0]:
         _scale_y(ax, spans)
     fig.suptitle(f"hidden-state growth: {_title(results, what)}", fontsize=11)
-    names = {name for _, name in entries}
-    rows = _legend_rows(len(names)) if len(names) > 1 else 0
-    if rows:
-        _legend_below(fig, axes, entries)
-    _finish(fig, rows)
-    return _save(plt, fig, path)
+    return _legend_finish_save(plt, fig, axes, entries, len({name for _, name in entries}) > 1, path)
 
 
 # -------------------------------------------------------------------------------------- shattered gradients
@@ -217,11 +197,7 @@ def shattered_gradients(plt, results: list[dict], colors: dict, path: Path, what
         ax.set_ylim(low, 1.05)
         ax.axhline(0, color="grey", lw=0.5)
     fig.suptitle(f"shattered gradients (1 smooth, 0 white noise): {_title(results, what)}", fontsize=11)
-    rows = _legend_rows(len(entries)) if len(results) > 1 else 0
-    if rows:
-        _legend_below(fig, axes, entries)
-    _finish(fig, rows)
-    return _save(plt, fig, path)
+    return _legend_finish_save(plt, fig, axes, entries, len(results) > 1, path)
 
 
 def _scale_y(ax, values: list[float], factor: float = 20.0) -> None:
@@ -277,11 +253,7 @@ def lesion(plt, results: list[dict], colors: dict, path: Path, what: str = "") -
     for ax in (left, right):
         ax.set_ylim(0, max(0.05, 1.08 * top))
     fig.suptitle(f"lesion study: {_title(results, what)}", fontsize=11)
-    rows = _legend_rows(len(entries)) if len(results) > 1 else 0
-    if rows:
-        _legend_below(fig, axes, entries)
-    _finish(fig, rows)
-    return _save(plt, fig, path)
+    return _legend_finish_save(plt, fig, axes, entries, len(results) > 1, path)
 
 
 def _short(name: str) -> str:
