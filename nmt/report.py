@@ -716,10 +716,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="the sweep's --out folder")
     add_scoring_args(p)
     add_eval_args(p, with_average_last=True)
-    p.add_argument("--no-why", action="store_true",
-                   help="leave out the \"Why\" section (the diagnosis of each variant's best checkpoint; cached in "
-                   "DIR/diagnosis/, so only new or changed checkpoints are diagnosed again)")
+    add_why_arg(p)
     return p
+
+
+def add_why_arg(parser) -> None:
+    """``--no-why``, shared by ``python -m nmt.report`` and ``python -m nmt.sweep``."""
+    parser.add_argument("--no-why", action="store_true",
+                        help="leave out the \"Why\" section (the diagnosis of each variant's best checkpoint, one "
+                        "model at a time; cached in DIR/diagnosis/, so only new or changed checkpoints are diagnosed "
+                        "again)")
+
+
+def why_settings(args) -> DiagnosisSettings | None:
+    """The diagnosis settings of the "Why" section, None with ``--no-why``."""
+    return None if args.no_why else WHY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -727,8 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.out / "runs").is_dir():
         print(f"report: error: {args.out} holds no runs/ folder", file=sys.stderr)
         return 2
-    folder = build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args),
-                   None if args.no_why else WHY)
+    folder = build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args), why_settings(args))
     print(f"report written to {folder}/")
     return 0
 

@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = p.add_argument_group("evaluation (as evaluate.py)")
     add_scoring_args(evaluation)
     add_eval_args(evaluation, with_average_last=True)
+    report.add_why_arg(evaluation)
     return p
 
 
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                   "tries them again", file=sys.stderr)
     if not args.report_only:
         _finish_invocation(out, started)
-    folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args))
+    folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args), report.why_settings(args))
     print(f"report written to {folder}/", flush=True)
     return 1 if not args.report_only and failed else 0
 

@@ -259,9 +259,12 @@ def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study):
                   folder)
     assert other.returncode == 2
     assert "holds a study trained with other settings (max_steps: study has 80" in other.stderr
-    again = sweep(SWEEP, folder)
+    again = sweep([*SWEEP, "--no-why"], folder)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "3 of 3 runs already done" in again.stdout and "training" not in again.stdout.split("to train")[1]
+    # --no-why (a report flag, not a training one): the report it writes has no Why section
+    text = (folder / "study" / "report" / "results.md").read_text()
+    assert "### Gradient flow over the first updates" in text and "### Why" not in text
 
 
 def test_sigterm_to_the_sweep_stops_its_run_cleanly(study):
