@@ -231,3 +231,19 @@ def test_the_command_on_a_trained_checkpoint(toy_runs, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "nmt.diagnose", str(tmp_path / "nothing")], env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "nothing" in bad.stderr
+
+
+def test_the_cache_key_does_not_depend_on_how_the_checkpoint_path_is_spelled(tmp_path, monkeypatch):
+    from nmt.diagnose.diagnosis import cache_key
+    from nmt.diagnose.settings import DiagnosisSettings
+
+    checkpoint = tmp_path / "study" / "runs" / "post_ln-lambda1-seed1" / "checkpoints" / "best.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path)
+    settings = DiagnosisSettings()
+    relative = cache_key(Path("study/runs/post_ln-lambda1-seed1/checkpoints/best.ckpt"), settings)
+    assert relative == cache_key(checkpoint, settings)  # a study reported from another folder: the same diagnosis
+    checkpoint.write_bytes(b"other weights")  # a new best checkpoint: diagnosed again
+    assert cache_key(checkpoint, settings) != relative
+    assert cache_key(checkpoint, DiagnosisSettings(limit=50)) != cache_key(checkpoint, settings)

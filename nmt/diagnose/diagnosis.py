@@ -206,9 +206,12 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def cache_key(checkpoint: Path, settings: DiagnosisSettings) -> dict:
-    """What a cached diagnosis must match: the checkpoint file (by size and modification time) and the settings."""
+    """What a cached diagnosis must match: the checkpoint file (its name, size and modification time) and the settings.
+
+    Not its path: the cache sits beside the run, and a study reported from another folder, or moved, is the same study.
+    """
     stat = checkpoint.stat()
-    return {"format": FORMAT, "checkpoint": str(checkpoint), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+    return {"format": FORMAT, "checkpoint": checkpoint.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "settings": settings.to_dict()}
 
 
