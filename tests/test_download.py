@@ -324,14 +324,13 @@ def test_wmt14_offline_fails_within_seconds_with_the_clear_message(tmp_path):
     assert (f"the Hugging Face hub {endpoint} cannot be reached (Connection refused): looking in the datasets cache "
             "only") in proc.stderr
 
-    # train.py, the whole command: status 2 and that message as its one error line, nothing written
-    started = time.monotonic()
+    # train.py, the whole command: status 2 and that message as its one error line, nothing written. Its wall time
+    # is not asserted: importing torch dominates it and varies with the machine's load (21 s measured next to three
+    # busy processes); the lookup's own time, which is what could hang, is bounded above.
     command = [sys.executable, str(ROOT / "train.py"), "--data", "wmt14-en-de", "--run-dir", str(tmp_path / "r")]
     proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
-    elapsed = time.monotonic() - started
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == f"train.py: error: {message.strip()}"
-    assert elapsed < 20, f"{elapsed:.1f} s (about 4 s on a 2-core machine, most of it importing torch)"
     assert not (tmp_path / "data" / "wmt14-en-de").exists() and not (tmp_path / "r").exists()
 
 
