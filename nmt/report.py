@@ -201,7 +201,10 @@ def variant_colors(out: Path) -> dict:
     """One colour per variant of the study (label → colour), in the tables' order: the same in every figure."""
     plt = pyplot()
     labels = _in_order(_configured_runs(out).values())
-    return {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)} if plt else {}
+    if not plt:
+        return {}
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")  # beyond 10 variants, tab10 would repeat
+    return {label: palette(i % palette.N) for i, label in enumerate(labels)}
 
 
 def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
@@ -246,16 +249,21 @@ def _curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows
     if log_loss:
         axes[0].set_yscale("log")
     titles = ("validation loss (label-smoothed" + (", log scale)" if log_loss else ")"), "validation BLEU (greedy)")
+    unique = {}
     for ax, title in zip(axes, titles):
         ax.set_xlabel("update")
         ax.set_title(title)
         handles, names = ax.get_legend_handles_labels()
-        unique = dict(zip(names, handles))
-        ordered = [label for label in _in_order(cfgs.values()) if label in unique]  # the tables' order
-        if ordered:
-            ax.legend([unique[label] for label in ordered], ordered, fontsize=8)
+        unique.update(zip(names, handles))
+    ordered = [label for label in _in_order(cfgs.values()) if label in unique]  # the tables' order
+    ncol = min(len(ordered), 6) or 1
+    legend_rows = math.ceil(len(ordered) / ncol)
+    if ordered:  # one legend for both panels, under them: never over a curve
+        fig.legend([unique[label] for label in ordered], ordered, loc="lower center", ncol=ncol, fontsize=8,
+                   frameon=False)
     fig.suptitle("every run (one line per seed), coloured by variant")
-    return _save(plt, fig, folder / "curves.png", dpi=120)
+    fig.tight_layout(rect=(0, 0.045 * legend_rows + 0.015 * (legend_rows > 0), 1, 1))
+    return save_figure(plt, fig, folder / "curves.png", dpi=120)
 
 
 def _bleu_figure(plt, folder: Path, rows: list[dict], colors: dict) -> str:
