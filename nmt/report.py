@@ -195,8 +195,6 @@ def _label(cfg: TrainConfig) -> str:
     return cfg.skip + (f" λ={cfg.lam:g}" if cfg.lam != 1 else "")
 
 
-
-
 def variant_colors(out: Path) -> dict:
     """One colour per variant of the study (label → colour), in the tables' order: the same in every figure."""
     plt = pyplot()
