@@ -14,7 +14,8 @@
   trained with ``--log-layer-grads N``); the figures need matplotlib (``pip install nmt[report]``), without it
   the report says so;
 - the "Why" section: ``nmt.diagnose`` on each variant's best checkpoint (its first seed), a table of the
-  diagnosis's summary numbers and ``why_*.png``, the diagnoses' figures side by side (``--no-why``: none);
+  diagnosis's summary numbers and ``why_*.png``, the diagnoses' figures side by side (``--no-why``: none;
+  ``--why-only post_ln,pre_ln``: those variants only);
 - ``README.md``: setup, hardware, wall time, provenance (git commits, package versions), and how every
   number was obtained.
 
@@ -42,7 +43,7 @@ from nmt.diagnose.settings import DiagnosisSettings
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import BASELINE, RunNotEvaluable, RunScore
 from nmt.plotting import pyplot, save_figure
-from nmt.residual import identities, variant_order
+from nmt.residual import UnknownVariant, identities, residual_class, variant_order
 from nmt.tables import MISSING, cell, markdown_table
 
 # two-sided 5% and one-sided 20% (power 0.8) quantiles of Student's t, by degrees of freedom
@@ -393,11 +394,11 @@ def gradient_flow_markdown(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- why
-def why(out: Path, folder: Path, settings: DiagnosisSettings) -> dict:
-    """The diagnosis (``nmt.diagnose``) of each variant's best checkpoint, of its first seed: cached in
-    ``out/diagnosis/<run>/`` (redone only when the checkpoint file or the settings change), the figures of all of
-    them side by side in ``folder`` (``why_*.png``). Returns {"results": [(run, diagnosis)], "failed": [...],
-    "pictures": [...]}."""
+def why(out: Path, folder: Path, settings: DiagnosisSettings, only: frozenset[str] | None = None) -> dict:
+    """The diagnosis (``nmt.diagnose``) of each variant's best checkpoint, of its first seed (of the variants whose
+    ``--skip`` name is in ``only``, when given): cached in ``out/diagnosis/<run>/`` (redone only when the checkpoint
+    file or the settings change), the figures of all of them side by side in ``folder`` (``why_*.png``). Returns
+    {"results": [(run, diagnosis)], "failed": [...], "pictures": [...], "only": sorted names or None}."""
     from nmt.checkpoint import CheckpointError, find_checkpoint
     from nmt.diagnose import figures as diagnosis_figures
     from nmt.diagnose.diagnosis import cache_key, cached_diagnosis, diagnose, write_diagnosis
@@ -406,6 +407,8 @@ def why(out: Path, folder: Path, settings: DiagnosisSettings) -> dict:
     cfgs = _configured_runs(out)
     first: dict[str, tuple[int, Path, Path]] = {}  # variant → (seed, run, checkpoint) of its first seed with weights
     for run, cfg in cfgs.items():
+        if only is not None and cfg.skip not in only:
+            continue
         try:
             checkpoint = find_checkpoint(run, "best")
         except CheckpointError:
@@ -431,7 +434,8 @@ def why(out: Path, folder: Path, settings: DiagnosisSettings) -> dict:
         results.append((run, result))
     pictures = diagnosis_figures.compare([r for _, r in results], folder, variant_colors(out),
                                          what="each variant's best checkpoint (first seed)") if results else []
-    return {"results": results, "failed": failed, "pictures": pictures, "settings": settings}
+    return {"results": results, "failed": failed, "pictures": pictures, "settings": settings,
+            "only": None if only is None else sorted(only)}
 
 
 def why_markdown(found: dict) -> str:
@@ -443,7 +447,9 @@ def why_markdown(found: dict) -> str:
         text = "No checkpoint could be diagnosed."
     else:
         settings = found["settings"]
-        text = (summary_table(results) + "\n\n" + (
+        chosen = ("" if found.get("only") is None else
+                  f"Only {', '.join(found['only'])} (`--why-only`): the other variants were not diagnosed. ")
+        text = (summary_table(results) + "\n\n" + chosen + (
             f"Each variant's first seed, its `best.ckpt`, diagnosed by `python -m nmt.diagnose` on the first "
             f"{max(r['subject']['sentences'] for r in results):,} sentences of the {settings.split} split "
             f"(`diagnosis/<run>/`: every number, "
@@ -488,9 +494,11 @@ WHY = DiagnosisSettings()
 """The diagnosis settings of the "Why" section: ``python -m nmt.diagnose``'s defaults."""
 
 
-def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis: DiagnosisSettings | None = WHY) -> Path:
+def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis: DiagnosisSettings | None = WHY,
+          diagnosed: frozenset[str] | None = None) -> Path:
     """Evaluate every run of the study ``out`` and write ``out/report/``; returns that folder. ``diagnosis``: the
-    settings of the "Why" section's diagnoses (None: no such section)."""
+    settings of the "Why" section's diagnoses (None: no such section); ``diagnosed``: the variants (``--skip`` names)
+    it diagnoses (None: all)."""
     started = time.time()
     folder = out / "report"
     folder.mkdir(parents=True, exist_ok=True)
@@ -510,13 +518,13 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     markdown.append("### Every run\n\n" + runs_markdown(scores, unscored))
     flow = gradient_flow(out)
     markdown.append("### Gradient flow over the first updates\n\n" + gradient_flow_markdown(flow))
-    found = why(out, folder, diagnosis) if diagnosis is not None and (out / "runs").is_dir() else None
+    found = why(out, folder, diagnosis, diagnosed) if diagnosis is not None and (out / "runs").is_dir() else None
     if found is not None:
         markdown.append("### Why: the diagnosis of each variant\n\n" + why_markdown(found))
     (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
     results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out,
                "diagnosis": None if found is None else {
-                   "settings": diagnosis.to_dict(), "failed": found["failed"],
+                   "settings": diagnosis.to_dict(), "failed": found["failed"], "only": found["only"],
                    "variants": [{**r["subject"], "run": run.name, "summary": r["summary"]} for run, r in found["results"]]}}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
@@ -727,11 +735,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_why_arg(parser) -> None:
-    """``--no-why``, shared by ``python -m nmt.report`` and ``python -m nmt.sweep``."""
+    """``--no-why`` and ``--why-only``, shared by ``python -m nmt.report`` and ``python -m nmt.sweep``."""
     parser.add_argument("--no-why", action="store_true",
                         help="leave out the \"Why\" section (the diagnosis of each variant's best checkpoint, one "
                         "model at a time; cached in DIR/diagnosis/, so only new or changed checkpoints are diagnosed "
                         "again)")
+    parser.add_argument("--why-only", type=_skip_names, default=None, metavar="SKIPS",
+                        help="diagnose only these residual variants (comma-separated --skip names, every λ of each) "
+                        "in the \"Why\" section, e.g. post_ln,pre_ln,rskip_ln: on deep models a diagnosis takes up "
+                        "to an hour (default: every variant)")
+
+
+def _skip_names(text: str) -> frozenset[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        try:
+            residual_class(name)
+        except UnknownVariant as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    if not names:
+        raise argparse.ArgumentTypeError("no variant named")
+    return frozenset(names)
 
 
 def why_settings(args) -> DiagnosisSettings | None:
@@ -739,12 +763,18 @@ def why_settings(args) -> DiagnosisSettings | None:
     return None if args.no_why else WHY
 
 
+def why_only(args) -> frozenset[str] | None:
+    """The variants (``--skip`` names) the "Why" section diagnoses; None: all of them."""
+    return args.why_only
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not (args.out / "runs").is_dir():
         print(f"report: error: {args.out} holds no runs/ folder", file=sys.stderr)
         return 2
-    folder = build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args), why_settings(args))
+    folder = build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args), why_settings(args),
+                   why_only(args))
     print(f"report written to {folder}/")
     return 0
 

@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                   "tries them again", file=sys.stderr)
     if not args.report_only:
         _finish_invocation(out, started)
-    folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args), report.why_settings(args))
+    folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args), report.why_settings(args),
+                          report.why_only(args))
     print(f"report written to {folder}/", flush=True)
     return 1 if not args.report_only and failed else 0
 

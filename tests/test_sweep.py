@@ -253,7 +253,7 @@ def test_the_loss_curves_go_log_scale_when_they_span_orders_of_magnitude():
     assert not spans_orders_of_magnitude([5.1, -1.0, 1e9])  # not positive: no log scale
 
 
-def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study):
+def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study, capsys):
     folder = study["folder"]
     other = sweep(["--skip", "post_ln", "--seeds", "3", "--out", "study", "--max-steps", "99", "--threads", "1"],
                   folder)
@@ -265,6 +265,17 @@ def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study):
     # --no-why (a report flag, not a training one): the report it writes has no Why section
     text = (folder / "study" / "report" / "results.md").read_text()
     assert "### Gradient flow over the first updates" in text and "### Why" not in text
+    # --why-only: the Why section of the named variants only (from the cache: nothing is diagnosed again)
+    from nmt import report
+
+    with pytest.raises(SystemExit):
+        report.build_parser().parse_args(["study", "--why-only", "post_ln,no_such_skip"])
+    assert "unknown skip variant 'no_such_skip'" in capsys.readouterr().err
+    assert report.main([str(folder / "study"), "--bootstrap", "100", "--why-only", "post_ln"]) == 0
+    assert "diagnosing" not in capsys.readouterr().out
+    data = json.loads((folder / "study" / "report" / "results.json").read_text())
+    assert [v["label"] for v in data["diagnosis"]["variants"]] == ["post_ln"] and data["diagnosis"]["only"] == ["post_ln"]
+    assert "Only post_ln (`--why-only`)" in (folder / "study" / "report" / "results.md").read_text()
 
 
 def test_sigterm_to_the_sweep_stops_its_run_cleanly(study):
