@@ -42,7 +42,7 @@ from nmt.diagnose.figures import grid
 from nmt.diagnose.settings import DiagnosisSettings
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import BASELINE, RunNotEvaluable, RunScore
-from nmt.plotting import pyplot, save_figure
+from nmt.plotting import legend_below, pyplot, save_figure
 from nmt.residual import UnknownVariant, identities, residual_class, variant_order
 from nmt.tables import MISSING, cell, markdown_table
 
@@ -248,20 +248,13 @@ def _curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows
     if log_loss:
         axes[0].set_yscale("log")
     titles = ("validation loss (label-smoothed" + (", log scale)" if log_loss else ")"), "validation BLEU (greedy)")
-    unique = {}
+    entries = []
     for ax, title in zip(axes, titles):
         ax.set_xlabel("update")
         ax.set_title(title)
-        handles, names = ax.get_legend_handles_labels()
-        unique.update(zip(names, handles))
-    ordered = [label for label in _in_order(cfgs.values()) if label in unique]  # the tables' order
-    ncol = min(len(ordered), 6) or 1
-    legend_rows = math.ceil(len(ordered) / ncol)
-    if ordered:  # one legend for both panels, under them: never over a curve
-        fig.legend([unique[label] for label in ordered], ordered, loc="lower center", ncol=ncol, fontsize=8,
-                   frameon=False)
+        entries += list(zip(*ax.get_legend_handles_labels()))
     fig.suptitle("every run (one line per seed), coloured by variant")
-    fig.tight_layout(rect=(0, 0.045 * legend_rows + 0.015 * (legend_rows > 0), 1, 1))
+    legend_below(fig, entries, order=_in_order(cfgs.values()), ncol=6)  # the tables' order, under both panels
     return save_figure(plt, fig, folder / "curves.png", dpi=120)
 
 
@@ -312,16 +305,10 @@ def _grad_norms_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_
             ax.set_xlabel("update")
     for ax in axes.flat:
         ax.set_xlim(0, steps_max + 1)
-    unique = {name: line for line, name in entries}
-    ncol = min(len(unique), 6)
-    legend_rows = math.ceil(len(unique) / ncol) if unique else 0
-    height = fig.get_size_inches()[1]
-    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.suptitle("per-layer gradient norms over the first updates (encoder solid, decoder dashed; lighter = higher "
                  "layer)", fontsize=10)
-    fig.tight_layout(rect=(0, (0.17 * legend_rows + 0.05) / height, 1, 1))
-    fig.savefig(folder / "grad_norms.png", dpi=110)
-    plt.close(fig)
+    legend_below(fig, entries, ncol=6, fontsize=7)
+    save_figure(plt, fig, folder / "grad_norms.png", dpi=110)
     return "grad_norms.png"
 
 

@@ -16,7 +16,7 @@ import itertools
 import math
 from pathlib import Path
 
-from nmt.plotting import pyplot, save_figure
+from nmt.plotting import legend_below, pyplot, save_figure
 
 STREAM_STYLES = ("-", "--", ":", "-.")
 
@@ -58,29 +58,10 @@ def _save(plt, fig, path: Path) -> str:
     return save_figure(plt, fig, path, dpi=110)
 
 
-def _legend_finish_save(plt, fig, axes, entries: list[tuple], legend: bool, path: Path) -> str:
+def _legend_finish_save(plt, fig, entries: list[tuple], legend: bool, path: Path) -> str:
     """The common end of a multi-panel figure: one legend below the panels when ``legend``, layout, save."""
-    rows = _legend_rows(len({label for _, label in entries})) if legend else 0
-    if rows:
-        _legend_below(fig, axes, entries)
-    _finish(fig, rows)
+    legend_below(fig, entries if legend else [])
     return _save(plt, fig, path)
-
-
-def _legend_below(fig, axes, handles_labels: list[tuple], ncol: int | None = None) -> None:
-    """One legend for the figure, under its panels (never over a title or a curve)."""
-    unique = {label: handle for handle, label in handles_labels}
-    if unique:
-        fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=ncol or min(len(unique), 5), fontsize=8,
-                   frameon=False)
-
-
-def _finish(fig, rows_of_legend: int) -> None:
-    fig.tight_layout(rect=(0, 0.035 * rows_of_legend + 0.02 * (rows_of_legend > 0), 1, 1))
-
-
-def _legend_rows(n: int, ncol: int = 5) -> int:
-    return math.ceil(n / ncol) if n else 0
 
 
 def _title(results: list[dict], what: str) -> str:
@@ -114,7 +95,7 @@ def gradient_flow(plt, results: list[dict], colors: dict, path: Path, heat: dict
     if heat:
         _heat_map(plt, fig, axes[0][1], heat)
     fig.suptitle(f"gradient flow: {_title(results, what)}", fontsize=11)
-    return _legend_finish_save(plt, fig, axes, entries, len(results) > 1, path)
+    return _legend_finish_save(plt, fig, entries, len(results) > 1, path)
 
 
 def _heat_map(plt, fig, ax, heat: dict) -> None:
@@ -155,12 +136,13 @@ def hidden_states(plt, results: list[dict], colors: dict, path: Path, what: str 
                 (line,) = ax.plot(xs, ys, STREAM_STYLES[j % len(STREAM_STYLES)], marker=".", color=colors[label])
                 entries.append((line, name))
                 spans += ys
-            ax.plot([0], _nan(points[0]["rms"]), "o", color=colors[label], ms=5)
-            ax.plot([len(blocks) + 1], _nan(points[-1]["rms"]), "D", color=colors[label], ms=5)
+            gap = max(1, round(len(blocks) / 15))  # the ends stand apart from the sublayers: labels never collide
+            ax.plot([1 - gap], _nan(points[0]["rms"]), "o", color=colors[label], ms=5)
+            ax.plot([len(blocks) + gap], _nan(points[-1]["rms"]), "D", color=colors[label], ms=5)
             spans += _nan(points[0]["rms"] + points[-1]["rms"])
-            ticks = {0: "emb"} | {i + 1: p["label"].split()[0] for i, p in enumerate(blocks)
-                                  if i == 0 or p["label"].split()[0] != blocks[i - 1]["label"].split()[0]}
-            ticks[len(blocks) + 1] = "out"
+            ticks = {1 - gap: "emb"} | {i + 1: p["label"].split()[0] for i, p in enumerate(blocks)
+                                        if i == 0 or p["label"].split()[0] != blocks[i - 1]["label"].split()[0]}
+            ticks[len(blocks) + gap] = "out"
         ax.set_xticks(list(ticks))
         ax.set_xticklabels(list(ticks.values()), fontsize=8)
         ax.set_xlabel("after sublayer (layer starts marked; ○ embedding, ◇ the stack's output)")
@@ -169,7 +151,7 @@ def hidden_states(plt, results: list[dict], colors: dict, path: Path, what: str 
     for ax in axes[0]:
         _scale_y(ax, spans)
     fig.suptitle(f"hidden-state growth: {_title(results, what)}", fontsize=11)
-    return _legend_finish_save(plt, fig, axes, entries, len({name for _, name in entries}) > 1, path)
+    return _legend_finish_save(plt, fig, entries, len({name for _, name in entries}) > 1, path)
 
 
 # -------------------------------------------------------------------------------------- shattered gradients
@@ -197,7 +179,7 @@ def shattered_gradients(plt, results: list[dict], colors: dict, path: Path, what
         ax.set_ylim(low, 1.05)
         ax.axhline(0, color="grey", lw=0.5)
     fig.suptitle(f"shattered gradients (1 smooth, 0 white noise): {_title(results, what)}", fontsize=11)
-    return _legend_finish_save(plt, fig, axes, entries, len(results) > 1, path)
+    return _legend_finish_save(plt, fig, entries, len(results) > 1, path)
 
 
 def _scale_y(ax, values: list[float], factor: float = 20.0) -> None:
@@ -253,7 +235,7 @@ def lesion(plt, results: list[dict], colors: dict, path: Path, what: str = "") -
     for ax in (left, right):
         ax.set_ylim(0, max(0.05, 1.08 * top))
     fig.suptitle(f"lesion study: {_title(results, what)}", fontsize=11)
-    return _legend_finish_save(plt, fig, axes, entries, len(results) > 1, path)
+    return _legend_finish_save(plt, fig, entries, len(results) > 1, path)
 
 
 def _short(name: str) -> str:
@@ -290,10 +272,13 @@ def similarity(plt, results: list[dict], path: Path, what: str = "") -> str:
         sim = r["similarity"][side]
         image = ax.imshow([_nan(row) for row in sim["cka"]], vmin=0, vmax=1, cmap="viridis", origin="lower")
         ticks = ["emb" if name == "embedding" else name.split()[-1] for name in sim["labels"]]
-        ax.set_xticks(range(len(ticks)))
-        ax.set_yticks(range(len(ticks)))
-        ax.set_xticklabels(ticks, fontsize=7)
-        ax.set_yticklabels(ticks, fontsize=7)
+        every = max(1, math.ceil(len(ticks) / 10))  # deep stacks: every k-th layer named, so that labels never collide
+        shown = [i for i in range(len(ticks)) if i % every == 0 or i == len(ticks) - 1]
+        if len(shown) > 1 and shown[-1] - shown[-2] < every:  # the top layer named, not its close neighbour
+            shown.pop(-2)
+        for set_ticks, set_labels in ((ax.set_xticks, ax.set_xticklabels), (ax.set_yticks, ax.set_yticklabels)):
+            set_ticks(shown)
+            set_labels([ticks[i] for i in shown], fontsize=7)
         ax.set_title(f"{r['subject']['label']}: {side}" if len(results) > 1 else side, fontsize=9)
     fig.suptitle(f"linear CKA between layer outputs (1 = the same representation): {_title(results, what)}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.92, 1))
