@@ -14,9 +14,10 @@ B". A comparison is decided from the runs themselves, never from the paper:
 - Δ is the mean over the seeds both cells share of BLEU(A) − BLEU(B) on the same test set;
 - the test-set noise: the paired bootstrap (Koehn 2004) of each shared seed, one-sided in the direction
   of Δ, the largest p over the seeds must be < 0.05;
-- the seed noise: |Δ| must exceed 1.96·σ·√(2/n), where σ is post_ln's seed-to-seed standard deviation
-  and n the number of shared seeds (a mean of n differences of two single runs has std σ·√(2/n)). With
-  fewer than 2 post_ln seeds σ is unknown and the verdict says so.
+- the seed noise: |Δ| must exceed 1.96·σ·√(2/n), where σ is the seed-to-seed standard deviation of BLEU,
+  pooled over every cell of the study with at least 2 seeds that trained (``seed_sigma``), and n the number
+  of shared seeds (a mean of n differences of two single runs has std σ·√(2/n)). Without such a cell σ is
+  unknown and the verdict says so.
 
 Both must hold for **supported** (Δ > 0) or **contradicted** (Δ < 0); otherwise the comparison is **not
 resolved**: the study cannot tell the two apart. A cell whose every seed diverged is worse than one that
@@ -72,9 +73,22 @@ def comparisons(cells: set[tuple[str, float]]) -> list[Comparison]:
 
 
 def seed_sigma(scores: list[RunScore]) -> float | None:
-    """post_ln's seed-to-seed standard deviation of BLEU (None with fewer than 2 seeds that trained)."""
-    bleu = [s.bleu for s in scores if (s.skip, s.lam) == (BASELINE, 1.0) and not s.diverged]
-    return statistics.stdev(bleu) if len(bleu) >= 2 else None
+    """The seed-to-seed standard deviation of BLEU, pooled over every cell (variant, λ) with at least 2 seeds that
+    trained: √(Σᵢ (nᵢ − 1)·sᵢ² / Σᵢ (nᵢ − 1)); None without such a cell.
+
+    Pooled rather than post_ln's alone: seed noise belongs to the setting (data, budget, test set), and a baseline
+    that has not started to learn (every seed at BLEU ≈ 0, as Post-LN in a deep stack) shows none, which would make
+    every difference from it look significant.
+    """
+    cells: dict[tuple[str, float], list[float]] = {}
+    for s in scores:
+        if not s.diverged and math.isfinite(s.bleu):
+            cells.setdefault((s.skip, s.lam), []).append(s.bleu)
+    groups = [bleu for bleu in cells.values() if len(bleu) >= 2]
+    dof = sum(len(bleu) - 1 for bleu in groups)
+    if not dof:
+        return None
+    return math.sqrt(sum((len(bleu) - 1) * statistics.variance(bleu) for bleu in groups) / dof)
 
 
 def decide(comparison: Comparison, scores: list[RunScore], bootstrap: int = 1000) -> dict:
@@ -119,7 +133,7 @@ def decide(comparison: Comparison, scores: list[RunScore], bootstrap: int = 1000
         row["verdict"] = "supported" if delta > 0 else "contradicted"
         row["why"] = f"Δ beyond the seed noise ±{threshold:.2f} and p < {ALPHA:g}"  # no "|": a Markdown table cell
     elif threshold is None:
-        row["why"] = "post_ln has fewer than 2 seeds: the seed noise is unknown"
+        row["why"] = "no variant has 2 seeds: the seed noise is unknown"
     else:
         reasons = [] if seed_ok else [f"Δ within the seed noise ±{threshold:.2f}"]
         reasons += [] if test_set_ok else [f"p ≥ {ALPHA:g}"]

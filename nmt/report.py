@@ -63,7 +63,7 @@ def _t_quantile(table: dict, df: int, z: float) -> float:
 
 def detectable_difference(sigma: float, n: int) -> dict:
     """The smallest BLEU differences between two variants with n seeds each that the seed-to-seed standard
-    deviation σ (of post_ln) lets one tell from noise, two-sided at 5% (the difference of two means of n
+    deviation σ (pooled over the variants, ``nmt.claims.seed_sigma``) lets one tell from noise, two-sided at 5% (the difference of two means of n
     seeds has standard deviation σ·√(2/n)):
 
     - ``significant_normal``: 1.96·σ·√(2/n) ≈ 2·√2·σ/√n, the smallest observed Δ that is significant (normal);
@@ -529,9 +529,12 @@ def _comparison_table(key: str, group: list[RunScore], unscored: list[dict],
     rows = evaluate.build_table(group, scoring.bootstrap) if group else []
     add_unscored(rows, unscored)
     base = next((r for r in rows if (r["variant"], r["lambda"]) == (BASELINE, 1.0)), None)
+    sigma = claims.seed_sigma(group)
     mdd = None
-    if base and base["bleu_std"] is not None and base["seeds"] - base["diverged"] >= 2:
-        mdd = detectable_difference(base["bleu_std"], base["seeds"] - base["diverged"])
+    if sigma is not None:  # n: the baseline's seeds, else the most any variant has
+        n = max([base["seeds"] - base["diverged"]] if base else [r["seeds"] - r["diverged"] for r in rows])
+        mdd = detectable_difference(sigma, max(n, 1))
+        mdd["pooled_over"] = sum(1 for r in rows if r["seeds"] - r["diverged"] >= 2)
     title = evaluate.table_title(scoring.split, len(group) + len(unscored), key)
     text = evaluate.bleu_table_markdown(rows, title) if rows else f"### {title}\n\nno run could be evaluated"
     if group:
@@ -557,10 +560,12 @@ def runs_markdown(scores: list[RunScore], unscored: list[dict]) -> str:
 
 def _mdd_text(mdd: dict | None) -> str:
     if mdd is None:
-        return ("Smallest detectable Δ: needs post_ln with at least 2 seeds that did not diverge (the seed-to-seed "
+        return ("Smallest detectable Δ: needs a variant with at least 2 seeds that did not diverge (the seed-to-seed "
                 "standard deviation σ is estimated from them).")
+    cells = mdd.get("pooled_over", 1)
     return (f"Smallest Δ BLEU the seed noise lets one detect (two-sided, 5%; n = {mdd['n']} seeds per variant, "
-            f"σ = {mdd['sigma']:.2f} = std of post_ln's BLEU over its seeds; a difference of two n-seed means has "
+            f"σ = {mdd['sigma']:.2f} = the seed-to-seed std of BLEU pooled over the {cells} variant"
+            f"{'s' if cells != 1 else ''} with ≥ 2 seeds; a difference of two n-seed means has "
             f"std σ·√(2/n)): significant if |Δ| > 1.96·σ·√(2/n) ≈ 2·√2·σ/√n = **{cell(mdd['significant_normal'])}** "
             f"(normal), or > t₀.₉₇₅,₂ₙ₋₂·σ·√(2/n) = **{cell(mdd['significant_t'])}** (Student's t, 2n−2 degrees of "
             f"freedom); a true Δ of (t₀.₉₇₅ + t₀.₈)·σ·√(2/n) = **{cell(mdd['detectable_80'])}** is found with 80% "
@@ -695,7 +700,8 @@ def _protocol_section(settings: EvalSettings, scoring: ScoringSettings) -> list[
         (f"- **Δ BLEU vs post_ln**: mean over the seeds both variants share of (variant − post_ln) on the same test "
          f"set; **p**: paired bootstrap ({scoring.bootstrap} resamples, Koehn 2004) between the two outputs of the "
          "same seed, the largest p over the paired seeds."),
-        "- **Smallest detectable Δ**: see the formula under the table; σ is post_ln's seed standard deviation.",
+        ("- **Smallest detectable Δ**: see the formula under the table; σ is the seed standard deviation pooled over "
+         "the variants with at least 2 seeds (`nmt.claims.seed_sigma`), n post_ln's number of seeds."),
         ("- **The paper's claims**: each claim of Liu et al. (COLING 2020) is a comparison \"A beats B\" between two "
          "cells; Δ is the mean over their shared seeds, p the largest one-sided paired-bootstrap p over those seeds, "
          "and the seed noise 1.96·σ·√(2/n) for n shared seeds. **supported** / **contradicted** needs p < 0.05 *and* "

@@ -1,5 +1,8 @@
 """nmt.claims: the paper's claims become comparisons, decided from the runs against test-set and seed noise."""
 
+import statistics
+
+import pytest
 import sacrebleu
 
 from nmt import claims
@@ -77,3 +80,17 @@ def test_a_cell_that_diverged_in_every_run_is_worse():
     assert rows[("skip", "xskip λ=2")]["verdict"] == "supported"
     assert "xskip λ=2 diverged" in rows[("skip", "xskip λ=2")]["why"]
     assert rows[("xskip_ln λ=2", "xskip λ=2")]["verdict"] == "supported"
+
+
+def test_the_seed_noise_is_pooled_over_every_variant_with_seeds():
+    # post_ln has not started to learn: its seeds agree (σ 0), which says nothing about the setting's seed noise
+    flat = [run("post_ln", 1, s, ["x"] * len(REFS)) for s in (1, 2, 3)]
+    spread = [run("rskip_ln", 2, s, degraded(d)) for s, d in zip((1, 2, 3), (3, 4, 6))]
+    bleu = [r.bleu for r in spread]
+    assert claims.seed_sigma(flat) == 0.0
+    # √(Σ (nᵢ − 1)·sᵢ² / Σ (nᵢ − 1)): two cells of three seeds, one with no spread
+    expected = ((2 * statistics.variance(bleu)) / 4) ** 0.5
+    assert claims.seed_sigma(flat + spread) == pytest.approx(expected) and expected > 1
+    (row,) = claims.check(flat + spread, bootstrap=100)
+    assert row["noise_threshold"] == pytest.approx(1.95996 * expected * (2 / 3) ** 0.5)
+    assert claims.seed_sigma([run("post_ln", 1, 1, degraded(4)), run("pre_ln", 1, 1, degraded(3))]) is None
