@@ -6,6 +6,7 @@ else reads its run directory or calls ``nmt.train.main`` in-process (no extra pr
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,8 @@ def test_run_directory_holds_everything(toy_run):
     prov = json.loads((run_dir / "provenance.json").read_text())
     assert {"git", "packages", "hardware", "command", "data_sha256", "spm_model_sha256"} <= set(prov)
     assert len(prov["data_sha256"]) == 6 and prov["packages"]["torch"] and "--lambda" in prov["command"]
+    # the CPU's model: results reproduce bit for bit on one kind of CPU, not across kinds
+    assert "cpu_model" in prov["hardware"] and (prov["hardware"]["cpu_model"] or not Path("/proc/cpuinfo").is_file())
     config = (run_dir / "config.yaml").read_text()
     assert "skip: rskip_ln" in config and "lam: 2.0" in config
 
