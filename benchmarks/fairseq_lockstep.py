@@ -254,9 +254,9 @@ def lockstep(args) -> None:
     torch.set_num_threads(1)
     record = torch.load(args.export)
     steps = len(record["lockstep"]["losses"])
-    model = our_model(record["init"], record["layers"])
+    model = our_model(record["init"], record.get("layers", 3))
     ours = train_ours(model, our_batches(record, steps), fairseq_schedule=not args.our_schedule, losses=True)
-    final = our_model(record["lockstep"]["final"], record["layers"]).state_dict()
+    final = our_model(record["lockstep"]["final"], record.get("layers", 3)).state_dict()
     theirs = record["lockstep"]["losses"]
     worst = max((float((model.state_dict()[k] - v).abs().max() / v.abs().max().clamp_min(1e-12)), k)
                 for k, v in final.items() if k != "embed.positions")
@@ -289,7 +289,7 @@ def export_ours(args) -> None:
                 break
         epoch += 1
     record = torch.load(args.init_from)
-    torch.save({"init": record["init"], "layers": record["layers"],
+    torch.save({"init": record["init"], "layers": record.get("layers", 3),
                 "ours": [{k: b[k] for k in ("src", "tgt_in", "tgt_out", "ntokens")} for b in batches]}, args.out)
     print(f"{args.out}: {len(batches)} batches of our pipeline, the initial weights of {args.init_from}")
 
@@ -300,7 +300,7 @@ def replay(args) -> None:
     torch.set_num_threads(1)
     record = torch.load(args.export)
     torch.manual_seed(args.seed)
-    model = our_model(record["init"] if args.init == "export" else None, record["layers"], dropout=args.dropout,
+    model = our_model(record["init"] if args.init == "export" else None, record.get("layers", 3), dropout=args.dropout,
                       init="xavier" if args.init == "export" else args.init)
     started = time.time()
     train_ours(model, our_batches(record, args.updates), fairseq_schedule=not args.our_schedule, seed=args.seed)
