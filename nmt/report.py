@@ -63,8 +63,8 @@ def _t_quantile(table: dict, df: int, z: float) -> float:
 
 def detectable_difference(sigma: float, n: int) -> dict:
     """The smallest BLEU differences between two variants with n seeds each that the seed-to-seed standard
-    deviation σ (pooled over the variants, ``nmt.claims.seed_sigma``) lets one tell from noise, two-sided at 5% (the difference of two means of n
-    seeds has standard deviation σ·√(2/n)):
+    deviation σ (pooled over the variants, ``nmt.claims.seed_sigma``) lets one tell from noise, two-sided at 5%
+    (the difference of two means of n seeds has standard deviation σ·√(2/n)):
 
     - ``significant_normal``: 1.96·σ·√(2/n) ≈ 2·√2·σ/√n, the smallest observed Δ that is significant (normal);
     - ``significant_t``: t₀.₉₇₅,₂ₙ₋₂·σ·√(2/n), the same with Student's t (σ estimated from the few seeds);
