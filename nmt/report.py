@@ -161,7 +161,8 @@ def add_unscored(rows: list[dict], unscored: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- figures
-def _metrics(run: Path) -> list[dict]:
+def read_metrics(run: Path) -> list[dict]:
+    """The rows of the run's metrics.csv (empty without one)."""
     path = run / "metrics.csv"
     if not path.is_file():
         return []
@@ -169,7 +170,8 @@ def _metrics(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _series(rows: list[dict], column: str) -> tuple[list[int], list[float]]:
+def metric_series(rows: list[dict], column: str) -> tuple[list[int], list[float]]:
+    """(updates, values) of the rows that logged ``column``."""
     xs, ys = [], []
     for r in rows:
         if r.get(column) not in (None, "") and r.get("step"):
@@ -213,7 +215,7 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
         return []
     cfgs = _configured_runs(out)
     colors = variant_colors(out)
-    metric_rows = {run: _metrics(run) for run in cfgs}
+    metric_rows = {run: read_metrics(run) for run in cfgs}
     written = [_curves_figure(plt, folder, cfgs, metric_rows, colors), _bleu_figure(plt, folder, rows, colors)]
     with_grads = {run: rows for run, rows in metric_rows.items()
                   if rows and any(k.startswith("grad_norm/") for k in rows[0])}
@@ -239,7 +241,7 @@ def _curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows
     for run, cfg in cfgs.items():
         label = _label(cfg)
         for ax, column in zip(axes, ("val/loss", "val/bleu")):
-            xs, ys = _series(metric_rows[run], column)
+            xs, ys = metric_series(metric_rows[run], column)
             if xs:
                 ax.plot(xs, ys, marker=".", color=colors[label], alpha=0.8, label=label)
             if column == "val/loss":
@@ -314,7 +316,7 @@ def _grad_norms_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_
 
 def _seed_mean(runs: list[list[dict]], column: str) -> tuple[list[int], list[float]]:
     """The geometric mean over the runs (seeds) of ``column`` at each update that all of them logged."""
-    series = [dict(zip(*_series(rows, column))) for rows in runs]
+    series = [dict(zip(*metric_series(rows, column))) for rows in runs]
     steps = sorted(set.intersection(*(set(s) for s in series)))
     means = []
     for step in steps:
@@ -346,7 +348,7 @@ def gradient_flow(out: Path) -> list[dict]:
     per_variant: dict[str, list[tuple[float, float, int]]] = {}
     configs = {}
     for run, cfg in _configured_runs(out).items():
-        logged = [r for r in _metrics(run) if r.get("grad_norm/encoder.0") not in (None, "")]
+        logged = [r for r in read_metrics(run) if r.get("grad_norm/encoder.0") not in (None, "")]
         if not logged:
             continue
         columns = {side: _layer_columns(logged[0], side) for side in ("encoder", "decoder")}

@@ -63,11 +63,15 @@ class Run:
     skip: str
     lam: float
     seed: int
+    settings: tuple[tuple[str, str], ...] = ()
+    """train.py flags of this run alone, as (flag, value) pairs: a grid point of ``nmt.pilot``, e.g.
+    (("--lr", "0.001"),)."""
 
     @property
     def name(self) -> str:
         skip = self.skip.replace(":", "_").replace("/", "_")
-        return f"{skip}-lambda{self.lam:g}-seed{self.seed}"
+        own = "".join(f"-{flag.lstrip('-')}{value}" for flag, value in self.settings)
+        return f"{skip}-lambda{self.lam:g}-seed{self.seed}{own}"
 
 
 @dataclass
@@ -160,7 +164,8 @@ def train_command(run: Run, run_dir: Path, state: str, config: str | None, train
              for a in ("--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value))]
     if state == RESUME:
         return [*base, "--resume", "--run-dir", str(run_dir), *steps]
-    return [*base, *(["--config", config] if config else []), *train_args, "--skip", run.skip,
+    own = [a for pair in run.settings for a in pair]
+    return [*base, *(["--config", config] if config else []), *train_args, *own, "--skip", run.skip,
             "--lambda", f"{run.lam:g}", "--seed", str(run.seed), "--run-dir", str(run_dir), *steps]
 
 
@@ -193,7 +198,8 @@ def _settings(args: argparse.Namespace) -> dict:
     }
 
 
-def _record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> dict:
+def record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> dict:
+    """Add this invocation to DIR/sweep.json; refuse (SweepError) one whose shared settings differ from the study's."""
     path = out / "sweep.json"
     settings = _settings(args)
     record = json.loads(path.read_text()) if path.is_file() else {"settings": settings, "invocations": []}
@@ -209,14 +215,15 @@ def _record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> 
     return record
 
 
-def _finish_invocation(out: Path, started: float) -> None:
+def finish_invocation(out: Path, started: float) -> None:
+    """Record the wall time of the invocation that ``record_invocation`` added last."""
     path = out / "sweep.json"
     record = json.loads(path.read_text())
     record["invocations"][-1]["wall_time_s"] = round(time.time() - started, 1)
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _lock(out: Path) -> int:
+def lock_study(out: Path) -> int:
     """Hold DIR/.sweep.lock (passed on to every run, so a killed sweep's runs hold it until they exit)."""
     fd = os.open(out / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -345,7 +352,7 @@ def _outcome(run: Run, run_dir: Path, status: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------- command line
-def _list(kind):
+def comma_list(kind):
     def parse(text: str):
         try:
             return [kind(x) for x in text.split(",") if x.strip()]
@@ -361,10 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and write a report. Flags after -- go to every train.py run.",
         epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("--config", help="train.py --config preset shared by every run")
-    p.add_argument("--skip", type=_list(str), required=True, help="comma-separated variants (post_ln,rskip_ln,...)")
-    p.add_argument("--lambda", dest="lambdas", type=_list(float), default=[1.0],
+    p.add_argument("--skip", type=comma_list(str), required=True,
+                   help="comma-separated variants (post_ln,rskip_ln,...)")
+    p.add_argument("--lambda", dest="lambdas", type=comma_list(float), default=[1.0],
                    help="comma-separated λ values; each variant runs with those it accepts (default: 1)")
-    p.add_argument("--seeds", type=_list(int), default=[1], help="comma-separated seeds (default: 1)")
+    p.add_argument("--seeds", type=comma_list(int), default=[1], help="comma-separated seeds (default: 1)")
     p.add_argument("--out", type=Path, required=True, help="the study folder: runs/, logs/, eval/, report/")
     p.add_argument("--max-steps", type=int, help="updates per run (default: the preset's)")
     p.add_argument("--patience", type=int, help="train.py --patience for every run: stop a run after N validations "
@@ -411,10 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    lock_fd = _lock(out)
+    lock_fd = lock_study(out)
     if not args.report_only:  # a report of the runs there, whatever trained them
         try:
-            _record_invocation(out, args, argv)
+            record_invocation(out, args, argv)
         except SweepError as e:
             print(f"sweep: error: {e}", file=sys.stderr)
             return 2
@@ -423,14 +431,14 @@ def main(argv: list[str] | None = None) -> int:
         outcome, signum = train_all(plan, args, out, lock_fd)
         failed = [name for name, what in outcome.items() if what.startswith(("failed", "stopped"))]
         if signum is not None:
-            _finish_invocation(out, started)
+            finish_invocation(out, started)
             print(f"sweep stopped by {signal.Signals(signum).name}; rerun the same command to continue", flush=True)
             return 128 + signum
         if failed:
             print(f"{len(failed)} runs failed: {', '.join(failed)}; the report leaves them out, the next sweep "
                   "tries them again", file=sys.stderr)
     if not args.report_only:
-        _finish_invocation(out, started)
+        finish_invocation(out, started)
     folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args), report.why_settings(args),
                           report.why_only(args))
     print(f"report written to {folder}/", flush=True)

@@ -1,0 +1,126 @@
+"""The pilot (``python -m nmt.pilot``): the plateau rule by hand, the command line, and one real grid of two runs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import metrics, synthetic_corpus, train_command
+
+from nmt.config import make_config, read_saved_config, save_config
+from nmt.pilot import gains, main, markdown, plateau, summarise
+
+TRAIN = ["--data", "corpus", "--arch", "tiny", "--vocab-size", "400", "--max-tokens", "512", "--val-every", "10",
+         "--log-every", "5"]
+
+
+# ------------------------------------------------------------------------------------------- the plateau rule
+def test_gains_compare_the_best_so_far_with_the_best_three_quarters_in():
+    steps, bleus = [100, 200, 300, 400], [1.0, 5.0, 4.0, 6.0]
+    # T=100: nothing at or before 75 → no gain; T=200: best(≤200)=5 − best(≤150)=1;
+    # T=300: 5 − best(≤225)=5 → 0; T=400: 6 − best(≤300) = 6 − 5
+    assert gains(steps, bleus) == [(200, 4.0), (300, 0.0), (400, 1.0)]
+
+
+def test_plateau_is_where_the_gain_stays_below_the_threshold_to_the_end():
+    steps = list(range(100, 1700, 100))
+    bleus = [0.0, 0.0, 0.0, 2.0, 6.0, 10.0, 14.0, 17.0, 19.0, 20.0, 20.5, 20.8, 21.0, 21.1, 21.15, 21.2]
+    found = dict(gains(steps, bleus))
+    # by hand: T=1300: 21.0 − best(≤975)=19; T=1400: 21.1 − 20; T=1500: 21.15 − 20.5; T=1600: 21.2 − 20.8
+    assert [round(found[t], 2) for t in (200, 300, 1300, 1400, 1500, 1600)] == [0, 0, 2.0, 1.1, 0.65, 0.4]
+    # the flat start (BLEU 0 up to update 300: gain 0) does not count, the rise after it does
+    assert plateau(steps, bleus, gain=1.0) == 1500 and plateau(steps, bleus, gain=0.5) == 1600
+    assert plateau(steps, bleus, gain=0.3) is None  # the last quarter still gains 0.4: not flat yet
+    assert plateau([], []) is None and plateau([100], [3.0]) is None
+
+
+def fake_run(out, name, skip, lr, bleus, diverged=False):
+    """A run folder as train.py leaves it: config.yaml, metrics.csv with validations every 100 updates, results.json."""
+    run = out / "runs" / name
+    run.mkdir(parents=True)
+    save_config(make_config({"skip": skip, "lam": 2.0 if skip == "rskip_ln" else 1.0, "lr": lr, "warmup": 100}),
+                run / "config.yaml")
+    rows = ["step,train/loss,val/loss,val/bleu"] + [f"{100 * (i + 1)},,{9 - b / 10},{b}" for i, b in enumerate(bleus)]
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    record = {"finished": not diverged, "diverged": diverged, "steps": 100 * len(bleus),
+              "diverged_at_step": 250 if diverged else None}
+    (run / "results.json").write_text(json.dumps(record))
+
+
+def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
+    fake_run(tmp_path, "a", "post_ln", 1e-3, [5.0, 20.0, 19.0])
+    fake_run(tmp_path, "b", "post_ln", 2e-3, [8.0, 24.0, 25.5])
+    fake_run(tmp_path, "c", "post_ln", 4e-3, [9.0, 30.0], diverged=True)
+    fake_run(tmp_path, "d", "rskip_ln", 4e-3, [10.0, 31.0, 32.0])  # not the baseline
+    summary = summarise(tmp_path, gain=0.3)
+    assert summary["baseline"] == "post_ln" and summary["chosen"] == {"run": "b", "lr": 2e-3, "warmup": 100}
+    rows = {r["run"]: r for r in summary["runs"]}
+    assert (rows["b"]["best_bleu"], rows["b"]["best_step"], rows["a"]["best_step"]) == (25.5, 300, 200)
+    assert rows["a"]["plateau"] == 300 and rows["b"]["plateau"] is None  # a lost 1 BLEU at its end, b gained 1.5
+    text = markdown(summary)
+    assert "| post_ln | 0.004 | 100 | 30.00 @ 200 | 6.000 | 200 | — | diverged at update 250 |" in text
+    assert "Chosen: peak learning rate **0.002**, warm-up **100**" in text
+
+
+# ------------------------------------------------------------------------------------------- the command line
+def test_flags_the_pilot_sets_are_refused_after_the_separator(capsys, tmp_path):
+    code = main(["--skip", "post_ln", "--lr", "1e-3", "--warmup", "100", "--out", str(tmp_path), "--", "--lr", "2e-3"])
+    assert code == 2 and "--lr after --: the pilot sets it" in capsys.readouterr().err
+
+
+def test_dry_run_plans_every_variant_at_every_grid_point(capsys, tmp_path):
+    code = main(["--skip", "post_ln,rskip_ln", "--lambda", "1,2", "--lr", "5e-4,1e-3", "--warmup", "100,400",
+                 "--out", str(tmp_path / "p"), "--dry-run"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "each at peak lr 0.0005, 0.001 × warm-up 100, 400: 8 runs" in printed
+    assert "same   rskip_ln λ=1 is the same model as post_ln" in printed
+    assert not (tmp_path / "p").exists()
+
+
+# ------------------------------------------------------------------------------------------- a real grid
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pilot")
+    synthetic_corpus(folder / "corpus", 400, 20, 20)
+    _, env = train_command([], folder / "data", threads=1)
+    command = [sys.executable, "-m", "nmt.pilot", "--skip", "post_ln", "--lr", "3e-3,1e-5", "--warmup", "10",
+               "--max-steps", "40", "--out", "pilot", "--parallel", "2", "--threads", "1", "--", *TRAIN]
+    first = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600,
+                           check=False)
+    again = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600,
+                           check=False)
+    return {"out": folder / "pilot", "first": first, "again": again}
+
+
+def test_grid_trains_each_point_and_chooses_the_best_validation_bleu(grid):
+    first = grid["first"]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summary = json.loads((grid["out"] / "pilot.json").read_text())
+    names = [r["run"] for r in summary["runs"]]
+    assert names == ["post_ln-lambda1-seed1-lr0.003-warmup10", "post_ln-lambda1-seed1-lr1e-05-warmup10"]
+    for row in summary["runs"]:
+        logged = [r for r in metrics(grid["out"] / "runs" / row["run"]) if r.get("val/bleu")]
+        assert row["steps"] == [int(r["step"]) for r in logged] == [10, 20, 30, 40]
+        assert row["best_bleu"] == max(float(r["val/bleu"]) for r in logged)
+        config = (grid["out"] / "runs" / row["run"] / "config.yaml").read_text()
+        assert read_saved_config(grid["out"] / "runs" / row["run"] / "config.yaml").lr == row["lr"]
+        assert "warmup: 10\n" in config
+    fast, slow = summary["runs"]
+    # 40 updates of the tiny model: no BLEU yet (0 for both), so the lower validation loss decides
+    assert fast["best_bleu"] == slow["best_bleu"] == 0 and fast["final_loss"] < slow["final_loss"]
+    assert summary["chosen"]["run"] == fast["run"]
+    text = (grid["out"] / "pilot.md").read_text()
+    assert "Chosen: peak learning rate **0.003**, warm-up **10**" in text
+    assert "chosen: --lr 0.003 --warmup 10" in first.stdout
+
+
+def test_rerun_trains_nothing_again(grid):
+    again = grid["again"]
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "2 of 2 runs already done (finished or diverged); 0 to train" in again.stdout
+
+
+def test_figure_is_drawn_when_matplotlib_is_there(grid):
+    pytest.importorskip("matplotlib")
+    assert (grid["out"] / "pilot.png").stat().st_size > 10_000
+    assert "![validation curves](pilot.png)" in (grid["out"] / "pilot.md").read_text()
