@@ -72,19 +72,24 @@ def comparisons(cells: set[tuple[str, float]]) -> list[Comparison]:
     return out
 
 
+def seeded_cells(scores: list[RunScore]) -> list[list[float]]:
+    """The BLEU scores of every cell (variant, λ) with at least 2 seeds that trained (not diverged, finite BLEU)."""
+    cells: dict[tuple[str, float], list[float]] = {}
+    for s in scores:
+        if not s.diverged and math.isfinite(s.bleu):
+            cells.setdefault((s.skip, s.lam), []).append(s.bleu)
+    return [bleu for bleu in cells.values() if len(bleu) >= 2]
+
+
 def seed_sigma(scores: list[RunScore]) -> float | None:
     """The seed-to-seed standard deviation of BLEU, pooled over every cell (variant, λ) with at least 2 seeds that
-    trained: √(Σᵢ (nᵢ − 1)·sᵢ² / Σᵢ (nᵢ − 1)); None without such a cell.
+    trained (``seeded_cells``): √(Σᵢ (nᵢ − 1)·sᵢ² / Σᵢ (nᵢ − 1)); None without such a cell.
 
     Pooled rather than post_ln's alone: seed noise belongs to the setting (data, budget, test set), and a baseline
     that has not started to learn (every seed at BLEU ≈ 0, as Post-LN in a deep stack) shows none, which would make
     every difference from it look significant.
     """
-    cells: dict[tuple[str, float], list[float]] = {}
-    for s in scores:
-        if not s.diverged and math.isfinite(s.bleu):
-            cells.setdefault((s.skip, s.lam), []).append(s.bleu)
-    groups = [bleu for bleu in cells.values() if len(bleu) >= 2]
+    groups = seeded_cells(scores)
     dof = sum(len(bleu) - 1 for bleu in groups)
     if not dof:
         return None

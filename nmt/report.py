@@ -536,7 +536,7 @@ def _comparison_table(key: str, group: list[RunScore], unscored: list[dict],
     if sigma is not None:  # n: the baseline's seeds, else the most any variant has
         n = max([base["seeds"] - base["diverged"]] if base else [r["seeds"] - r["diverged"] for r in rows])
         mdd = detectable_difference(sigma, max(n, 1))
-        mdd["pooled_over"] = sum(1 for r in rows if r["seeds"] - r["diverged"] >= 2)
+        mdd["pooled_over"] = len(claims.seeded_cells(group))
     title = evaluate.table_title(scoring.split, len(group) + len(unscored), key)
     text = evaluate.bleu_table_markdown(rows, title) if rows else f"### {title}\n\nno run could be evaluated"
     if group:

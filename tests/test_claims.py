@@ -94,3 +94,6 @@ def test_the_seed_noise_is_pooled_over_every_variant_with_seeds():
     (row,) = claims.check(flat + spread, bootstrap=100)
     assert row["noise_threshold"] == pytest.approx(1.95996 * expected * (2 / 3) ** 0.5)
     assert claims.seed_sigma([run("post_ln", 1, 1, degraded(4)), run("pre_ln", 1, 1, degraded(3))]) is None
+    # the cells pooled (the report says how many): a diverged seed does not count, so pre_ln's one seed left is none
+    diverged = run("pre_ln", 1, 2, degraded(3), diverged=True)
+    assert len(claims.seeded_cells(flat + spread + [run("pre_ln", 1, 1, degraded(3)), diverged])) == 2
