@@ -8,6 +8,11 @@ translated to an empty line without running the model.
 
 ``RUN_OR_CKPT`` is a run directory (its ``checkpoints/best.ckpt``, or ``--checkpoint last``) or a
 checkpoint file. Checkpoints carry their SentencePiece model, so a file on its own is enough.
+
+Several files at once (the model loaded once): ``--input a.en b.en --output DIR`` writes ``DIR/a.de`` and
+``DIR/b.de`` (each input's name with the run's target language as suffix). Every output file is written whole
+(a temporary file renamed into place), and every input is read before anything is written, so a bad input
+line (named with its file and line) leaves no output behind.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmt.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from nmt.checkpoint import CheckpointError, atomic_write_text, find_checkpoint, load_checkpoint
 from nmt.data.batching import length_batches
 from nmt.data.corpus import DataError, read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -33,9 +38,11 @@ DEFAULTS = EvalSettings()
 class Translator:
     """A trained Transformer with its tokenizer: text in, text out."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, max_len_a: float = 1.2, max_len_b: int = 10):
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, max_len_a: float = 1.2, max_len_b: int = 10,
+                 target_language: str | None = None):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
+        self.target_language = target_language  # the run's --tgt, when the checkpoint records it
 
     @classmethod
     def load(cls, path: str | Path, which: str = "best", device: str = "cpu") -> Translator:
@@ -58,7 +65,8 @@ class Translator:
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
         model.load_state_dict(state)
         decoding = hparams.get("decoding", {})
-        return cls(model.to(device), tokenizer, decoding.get("max_len_a", 1.2), decoding.get("max_len_b", 10))
+        target = (ckpt.get("run_config") or {}).get("tgt")
+        return cls(model.to(device), tokenizer, decoding.get("max_len_a", 1.2), decoding.get("max_len_b", 10), target)
 
     @torch.no_grad()
     def translate(
@@ -99,33 +107,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory or checkpoint file")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"],
                    help="which checkpoint of a run directory (default: best)")
-    p.add_argument("--input", help="file to translate (default: stdin)")
-    p.add_argument("--output", help="file to write (default: stdout)")
+    p.add_argument("--input", nargs="+", help="file(s) to translate (default: stdin)")
+    p.add_argument("--output", help="file to write (default: stdout); with several --input files, the folder "
+                   "for their translations, each named as its input with the target language as suffix")
     add_eval_args(p, with_max_tokens=True)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the model runs (default: cuda when a GPU is available, else cpu)")
     return p
 
 
+def output_paths(inputs: list[str], output: str | None, target_language: str | None) -> list[Path | None]:
+    """Where each input's translation goes (None: stdout); raises DataError for an unusable combination."""
+    if len(inputs) <= 1:
+        return [Path(output) if output else None]
+    if not output:
+        raise DataError("several --input files need --output DIR (the folder for their translations)")
+    if not target_language:
+        raise DataError("the checkpoint does not record its target language, so the translations of several --input "
+                        "files cannot be named: translate them one at a time with --output FILE")
+    paths = [Path(output) / f"{Path(name).stem}.{target_language}" for name in inputs]
+    twice = sorted({p.name for p in paths if paths.count(p) > 1})
+    if twice:
+        raise DataError(f"several --input files would be written to the same file: {', '.join(twice)}")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    inputs = args.input or []
     try:
         translator = Translator.load(args.model, args.checkpoint, args.device)
-        if args.input:
-            lines = read_lines(Path(args.input))
+        outputs = output_paths(inputs, args.output, translator.target_language)
+        if inputs:
+            sources = [read_lines(Path(name)) for name in inputs]  # all read (and checked) before any is written
         else:
             lines = sys.stdin.read().split("\n")  # "\n" only, as for corpus files
-            if lines and lines[-1] == "":
-                lines.pop()
+            sources = [lines[:-1] if lines and lines[-1] == "" else lines]
     except (CheckpointError, DataError) as e:
         print(f"nmt.translate: error: {e}", file=sys.stderr)
         return 2
-    outputs = translator.translate(lines, **EvalSettings.from_args(args).decoding())
-    text = "".join(line + "\n" for line in outputs)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    decoding = EvalSettings.from_args(args).decoding()
+    for lines, path in zip(sources, outputs):
+        text = "".join(line + "\n" for line in translator.translate(lines, **decoding))
+        if path is None:
+            sys.stdout.write(text)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+        if len(inputs) > 1:
+            print(f"{path}: {len(lines)} lines", file=sys.stderr)
     return 0
 
 

@@ -34,6 +34,40 @@ def test_file_input_output_and_greedy_equals_beam_1(toy_run, tmp_path):
     assert len(written) == 20
 
 
+def test_several_files_into_a_folder_named_by_the_target_language(toy_run, tmp_path, capsys):
+    run_dir, _, base = toy_run
+    lines = (base / "data" / "toy-en-de" / "test.en").read_text().split("\n")
+    (tmp_path / "a.en").write_text("".join(line + "\n" for line in lines[:7]))
+    (tmp_path / "b.en").write_text("".join(line + "\n" for line in lines[7:10]))
+    out = tmp_path / "heldout" / "run"
+    assert main([str(run_dir), "--input", str(tmp_path / "a.en"), str(tmp_path / "b.en"), "--output", str(out),
+                 "--beam", "1"]) == 0
+    translator = Translator.load(run_dir)
+    assert (out / "a.de").read_text() == "".join(t + "\n" for t in translator.translate(lines[:7], beam=1))
+    assert len((out / "b.de").read_text().splitlines()) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["a.de", "b.de"]
+    assert f"{out / 'a.de'}: 7 lines" in capsys.readouterr().err
+
+
+def test_a_bad_input_file_writes_nothing(toy_run, tmp_path, capsys):
+    run_dir = toy_run[0]
+    (tmp_path / "good.en").write_text("The dog sleeps.\n")
+    (tmp_path / "bad.en").write_bytes(b"The cat.\nA \xff broken line.\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "good.de").write_text("an earlier translation\n")
+    assert main([str(run_dir), "--input", str(tmp_path / "good.en"), str(tmp_path / "bad.en"), "--output",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'bad.en'}:2: not valid UTF-8" in err  # the file and the line
+    assert (out / "good.de").read_text() == "an earlier translation\n"  # nothing written: the earlier file intact
+    assert main([str(run_dir), "--input", str(tmp_path / "good.en"), str(tmp_path / "good.en"), "--output",
+                 str(out)]) == 2
+    assert "same file: good.de" in capsys.readouterr().err
+    assert main([str(run_dir), "--input", str(tmp_path / "good.en"), str(tmp_path / "bad.en")]) == 2
+    assert "several --input files need --output DIR" in capsys.readouterr().err
+
+
 def test_checkpoint_file_alone_is_enough(toy_run, tmp_path):
     """Checkpoints carry their SentencePiece model: a copied file translates without its run directory."""
     shutil.copy(toy_run[0] / "checkpoints" / "best.ckpt", tmp_path / "model.ckpt")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
+from nmt.checkpoint import atomic_write_text
 from nmt.diagnose import measures
 from nmt.diagnose.settings import DiagnosisSettings
 from nmt.diagnose.subject import Subject
@@ -182,8 +181,8 @@ def write_diagnosis(result: dict, out: Path, key: dict | None = None) -> list[st
 
     result = finite(result)
     pictures = figures.single(result, out)
-    _write_text(out / "summary.md", summary_markdown(result, pictures))
-    _write_text(out / "diagnosis.json", json.dumps({**result, "key": key}, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "summary.md", summary_markdown(result, pictures))
+    atomic_write_text(out / "diagnosis.json", json.dumps({**result, "key": key}, indent=1, allow_nan=False) + "\n")
     return pictures
 
 
@@ -196,13 +195,6 @@ def finite(value):
     if isinstance(value, (list, tuple)):
         return [finite(v) for v in value]
     return value
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def cache_key(checkpoint: Path, settings: DiagnosisSettings) -> dict:
