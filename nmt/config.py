@@ -105,9 +105,9 @@ class TrainConfig:
     dropout: float | None = _opt(None, "residual and embedding dropout (default: the preset's)")
     attention_dropout: float = _opt(0.0, "dropout on attention weights")
     activation_dropout: float = _opt(0.0, "dropout after the feed-forward ReLU")
-    init: str = _opt("xavier", "initialisation of the linear layers: xavier (every weight Xavier-uniform, biases 0) or "
-                     "fairseq (fairseq's: the feed-forward layers and the Q/K/V biases keep PyTorch's default)",
-                     choices=["xavier", "fairseq"])
+    init: str = _opt("fairseq", "initialisation of the linear layers: fairseq (fairseq's transformer: the feed-forward "
+                     "layers and the Q/K/V biases keep PyTorch's default U(±1/√fan_in)) or xavier (every weight "
+                     "Xavier-uniform, every bias 0; the default before issue #14)", choices=["fairseq", "xavier"])
     # --- optimisation
     lr: float = _opt(OptimSettings.lr, "peak learning rate, reached at the end of warm-up")
     warmup: int = _opt(OptimSettings.warmup, "linear warm-up steps; then lr·√(warmup/step) (inverse square root)")

@@ -17,9 +17,10 @@ wrapped by a residual block from ``nmt.residual`` (``--skip NAME``) instead of t
 Conventions, the same for every residual variant:
 - one joint vocabulary: source embedding, target embedding and the output projection share one matrix;
 - initialisation (``ModelConfig.init``, see ``Transformer.reset_parameters``): attention weights Xavier-uniform
-  (W^Q, W^K, W^V with gain 1/√2), the feed-forward layers Xavier-uniform (``"xavier"``) or PyTorch's default
-  (``"fairseq"``); token embeddings N(0, d_model^-½) with the padding row 0, so that after the √d_model scale
-  they have unit variance like the positional encodings; LayerNorm γ = 1, β = 0; a residual variant may change
+  (W^Q, W^K, W^V with gain 1/√2), the feed-forward layers and the Q/K/V biases PyTorch's default (``"fairseq"``, the
+  default: it trains better, docs/benchmarks.md) or Xavier-uniform with zero biases (``"xavier"``); token
+  embeddings N(0, d_model^-½) with the padding row 0, so that after the √d_model scale they have unit variance
+  like the positional encodings; LayerNorm γ = 1, β = 0; a residual variant may change
   the initialisation of what it wraps (DeepNorm) or run a one-time initialisation from data (Admin,
   ``Transformer.data_dependent_init``);
 - dropout: on the sum of embeddings and positions, and on every sublayer output inside the residual
@@ -59,7 +60,7 @@ class ModelConfig:
     lam: float = 1.0
     pad_id: int = 0
     max_positions: int = 1024
-    init: str = "xavier"
+    init: str = "fairseq"
 
     def __post_init__(self):
         if self.init not in INITS:

@@ -181,7 +181,9 @@ SRC_LENGTHS = [9, 3, 5, 1, 7, 2, 8, 6]
 
 def tiny(seed: int, eos_scale: float = 3.0) -> Transformer:
     torch.manual_seed(seed)
-    model = Transformer(model_config("tiny", V, dropout=0.0)).eval()
+    # the seeds of these tests were chosen (EOS scaled up) so that an untrained model's hypotheses end at different
+    # steps, some at the length limit; they were chosen under --init xavier, which stays pinned here
+    model = Transformer(model_config("tiny", V, dropout=0.0, init="xavier")).eval()
     with torch.no_grad():
         model.embed.tokens.weight[EOS] *= eos_scale
     return model

@@ -119,7 +119,9 @@ def test_pre_ln_hidden_states_grow_with_depth_and_post_ln_stay_at_one():
         pre = [p["rms"][0] for p in rms["pre_ln"][side][1:-1]]
         post = [p["rms"][0] for p in rms["post_ln"][side][1:-1]]
         assert len(pre) == (12 if side == "encoder" else 18)
-        assert pre[-1] > 1.5 * pre[0] and sum(b > a for a, b in itertools.pairwise(pre)) >= 0.8 * (len(pre) - 1)
+        # grows at (nearly) every sublayer; over 6 layers ×1.33 (encoder) and ×1.92 (decoder) with fairseq's
+        # initialisation (the default), ×1.77 and ×2.07 with --init xavier, whose feed-forward W₂ is twice as large
+        assert pre[-1] > 1.25 * pre[0] and sum(b > a for a, b in itertools.pairwise(pre)) >= 0.8 * (len(pre) - 1)
         assert all(v == pytest.approx(1.0, abs=0.01) for v in post)  # LN(·) with γ = 1, β = 0
         assert rms["pre_ln"][side][-1]["rms"][0] == pytest.approx(1.0, abs=0.01)  # the final LayerNorm
         assert rms["pre_ln"][side][0]["label"] == "embedding" and rms["pre_ln"][side][-1]["label"] == "output"
