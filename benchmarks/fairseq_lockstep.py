@@ -17,12 +17,15 @@ piece by piece, with fairseq's own code on one side and ours on the other (the 3
 fairseq's side runs in fairseq's own virtual environment (see fairseq_reference.sh), ours in the project's::
 
     F=/work/fairseq-venv/bin/python; W=/tmp/fairseq-parity/fairseq-seed1   # a fairseq_parity.py run (bin/, spm/)
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $F benchmarks/fairseq_lockstep.py export --bin $W/bin --batches 800 --updates 20 --out fs.pt
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $F benchmarks/fairseq_lockstep.py export-weights $W/checkpoints/checkpoint_last.pt fs-last.pt
+    export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
+    $F benchmarks/fairseq_lockstep.py export --bin $W/bin --batches 800 --updates 20 --out fs.pt
+    $F benchmarks/fairseq_lockstep.py export-weights $W/checkpoints/checkpoint_last.pt fs-last.pt
     python benchmarks/fairseq_lockstep.py score fs-last.pt --pieces $W/spm --spm $W/../xavier-seed1/run/spm.model
     python benchmarks/fairseq_lockstep.py lockstep fs.pt --pieces $W/spm --spm ...
-    python benchmarks/fairseq_lockstep.py export-ours --data ../shared/data/multi30k-en-de --batches 800 --init-from fs.pt --out ours.pt
-    python benchmarks/fairseq_lockstep.py replay fs.pt --init fs --out replay.json --pieces $W/spm --spm ...
+    python benchmarks/fairseq_lockstep.py export-ours --data ../shared/data/multi30k-en-de --batches 800 \\
+        --init-from fs.pt --out ours.pt
+    python benchmarks/fairseq_lockstep.py export-ours ... --max-tokens 4096 --fairseq-order --out ours-cut-as-fairseq.pt
+    python benchmarks/fairseq_lockstep.py replay fs.pt --init export --out replay.json --pieces $W/spm --spm ...
 
 One thread each (``OMP_NUM_THREADS=1``); a replay of 800 updates takes about 30 CPU-minutes.
 """
@@ -75,7 +78,8 @@ def export(args) -> None:
 
     torch.set_num_threads(1)
     model, criterion, trainer = fairseq_setup(args.bin, args.seed, args.layers, dropout=0.0)
-    record = {"init": {k: v.float().clone() for k, v in model.state_dict().items()}, "batches": [], "layers": args.layers}
+    record = {"init": {k: v.float().clone() for k, v in model.state_dict().items()}, "batches": [],
+              "layers": args.layers}
     epoch_itr = trainer.get_train_iterator(epoch=1, load_dataset=False)
     samples = []
     while len(record["batches"]) < args.batches:
@@ -138,10 +142,13 @@ def our_model(state: dict, layers: int, dropout: float = 0.0, init: str = "xavie
         for side in ("encoder", "decoder"):
             for i in range(layers):
                 p = f"{side}.layers.{i}."
-                attention = [("self_attn", "self_attn")] + ([("encoder_attn", "cross_attn")] if side == "decoder" else [])
+                attention = [("self_attn", "self_attn")]
+                if side == "decoder":
+                    attention.append(("encoder_attn", "cross_attn"))
                 for t in ("weight", "bias"):
                     for theirs, ours in attention:
-                        weights[p + f"{ours}.in_proj.{t}"] = torch.cat([state[p + f"{theirs}.{x}_proj.{t}"] for x in "qkv"])
+                        qkv = [state[p + f"{theirs}.{x}_proj.{t}"] for x in "qkv"]
+                        weights[p + f"{ours}.in_proj.{t}"] = torch.cat(qkv)
                         weights[p + f"{ours}.out_proj.{t}"] = state[p + f"{theirs}.out_proj.{t}"]
                         weights[p + f"{ours}_residual.norm.{t}"] = state[p + f"{theirs}_layer_norm.{t}"]
                     weights[p + f"ff.w1.{t}"] = state[p + f"fc1.{t}"]
@@ -222,14 +229,16 @@ def train_ours(model, batches: list[dict], fairseq_schedule: bool, seed: int = 1
 
     if fairseq_schedule:
         lit.inverse_sqrt_schedule = lambda w: (lambda s: min(s / w, math.sqrt(w / s)) if s else 0.0)
-    module = lit.TranslationModule(model.cfg, OptimSettings(lr=2e-3, warmup=200), monitor=MonitorSettings(log_every=10**9))
+    module = lit.TranslationModule(model.cfg, OptimSettings(lr=2e-3, warmup=200),
+                                   monitor=MonitorSettings(log_every=10**9))
     module.model = model
     recorded = []
 
     class LossBefore(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             with torch.no_grad():
-                loss, _ = lit.label_smoothed_nll(pl_module.model(batch["src"], batch["tgt_in"]), batch["tgt_out"], 0.1, PAD)
+                logits = pl_module.model(batch["src"], batch["tgt_in"])
+                loss, _ = lit.label_smoothed_nll(logits, batch["tgt_out"], 0.1, PAD)
             recorded.append(float(loss) / batch["ntokens"])
 
     torch.manual_seed(seed)
@@ -267,8 +276,32 @@ def lockstep(args) -> None:
           f"difference after {steps} updates {worst[0]:.2e} ({worst[1]})")
 
 
+def cut_as_fairseq(sampler, src_lens, tgt_lens, max_tokens: int, seed: int, multiple: int = 8) -> None:
+    """Re-sort and re-cut a TokenBatchSampler's batches as fairseq's ``LanguagePairDataset`` and ``batch_by_size``
+    form them: ordered by source length, then target length, ties in a seeded random order; cut greedily at
+    ``max_tokens`` padded tokens (max(source, target) × sentences), an overfull batch cut back to a multiple of
+    ``multiple`` sentences (fairseq's ``--required-batch-size-multiple``, 8) with the rest carried to the next."""
+    import numpy as np
+
+    src, tgt = np.asarray(src_lens, dtype=np.int64), np.asarray(tgt_lens, dtype=np.int64)
+    order = np.lexsort((np.random.default_rng(seed).permutation(len(src)), tgt, src))
+    sizes = np.maximum(src, tgt)[order]
+    bounds, start, longest = [0], 0, 0
+    for pos, n in enumerate(sizes.tolist()):
+        count = pos - start
+        if count and max(longest, n) * (count + 1) > max_tokens:
+            start += max(multiple * (count // multiple), count % multiple)
+            bounds.append(start)
+            longest = int(sizes[start:pos].max(initial=0))
+        longest = max(longest, n)
+    bounds.append(len(sizes))
+    sampler.order, sampler.bounds = order, np.asarray(bounds, dtype=np.int64)
+    sampler.batch_ids = np.arange(len(bounds) - 1)
+
+
 def export_ours(args) -> None:
-    """Our data pipeline's first ``--batches`` training batches (as train.py makes them, epochs in order)."""
+    """Our data pipeline's first ``--batches`` training batches (as train.py makes them, epochs in order; with
+    ``--fairseq-order`` cut as fairseq cuts them, ``cut_as_fairseq``)."""
     import torch
 
     from nmt.bench import load_tokenizer
@@ -279,6 +312,10 @@ def export_ours(args) -> None:
     data = TranslationData(corpus, load_tokenizer(corpus, VOCAB), args.max_tokens, 256, args.seed, log=lambda m: None,
                            max_len_ratio=3.0)  # train.py's defaults
     data.setup()
+    if args.fairseq_order:
+        data._make_sampler("train", True, 1, 0)  # the split's batches, made once and cached; each loader shards a copy
+        cut_as_fairseq(data._batch_layouts[("train", True)], *data.datasets["train"].lengths(), args.max_tokens,
+                       args.seed)
     batches, epoch = [], 0
     while len(batches) < args.batches:
         loader = data.train_dataloader()
@@ -336,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "score":
             q.add_argument("--layers", type=int, default=3)
         else:
-            q.add_argument("--our-schedule", action="store_true", help="our schedule (update 1 at 1/warmup of the peak)")
+            q.add_argument("--our-schedule", action="store_true",
+                           help="our schedule (update 1 at 1/warmup of the peak)")
         if name == "replay":
             q.add_argument("--out", required=True)
             q.add_argument("--init", choices=("export", "xavier", "fairseq"), default="export",
@@ -351,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--batches", type=int, default=800)
     o.add_argument("--max-tokens", type=int, default=3600)
     o.add_argument("--seed", type=int, default=1)
+    o.add_argument("--fairseq-order", action="store_true",
+                   help="re-sort and cut the batches as fairseq does (source, then target length; sizes a "
+                   "multiple of 8)")
     args = p.parse_args(argv)
     {"export": export, "export-weights": export_weights, "score": score, "lockstep": lockstep,
      "export-ours": export_ours, "replay": replay}[args.command](args)
