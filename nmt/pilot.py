@@ -70,8 +70,9 @@ def grid_runs(plan: sweep.Plan, lrs: list[float], warmups: list[int]) -> list[sw
             for run in plan.runs for lr in lrs for warmup in warmups]
 
 
-def summarise(out: Path, gain: float) -> dict:
-    """Every run in OUT/runs: its setting, validation curve, best validation BLEU and plateau; the choice."""
+def summarise(out: Path, gain: float, baseline: str) -> dict:
+    """Every run in OUT/runs: its setting, validation curve, best validation BLEU and plateau; the choice among the
+    runs of ``baseline`` (a --skip name)."""
     rows = []
     runs_dir = out / "runs"
     for run in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
@@ -90,7 +91,6 @@ def summarise(out: Path, gain: float) -> dict:
             "diverged": bool(record.get("diverged")), "diverged_at": record.get("diverged_at_step"),
             "wall_time_s": record.get("wall_time_s"), "plateau": plateau(steps, bleus, gain),
             "final_loss": losses[-1] if losses else None})
-    baseline = rows[0]["skip"] if rows else None
     candidates = [r for r in rows if r["skip"] == baseline and not r["diverged"] and r["best_bleu"] is not None]
     chosen = max(candidates, key=lambda r: (r["best_bleu"], -(r["final_loss"] or 0.0)), default=None)
     return {"runs": rows, "baseline": baseline, "chosen": chosen and {k: chosen[k] for k in ("run", "lr", "warmup")},
@@ -145,8 +145,9 @@ def figure(out: Path, summary: dict) -> str | None:
     return save_figure(plt, fig, out / "pilot.png", dpi=120)
 
 
-def write(out: Path, gain: float) -> dict:
-    summary = summarise(out, gain)
+def write(out: Path, gain: float, baseline: str) -> dict:
+    """OUT/pilot.md, pilot.json and pilot.png from the runs in OUT/runs; returns the summary."""
+    summary = summarise(out, gain, baseline)
     picture = figure(out, summary)
     text = markdown(summary) + (f"\n![validation curves]({picture})\n" if picture else
                                 "\n(figure left out: matplotlib is not installed)\n")
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if signum is not None:
             print("pilot stopped; rerun the same command to continue", flush=True)
             return 128 + signum
-    summary = write(out, args.plateau_gain)
+    summary = write(out, args.plateau_gain, args.skip[0])
     chosen = summary["chosen"]
     print(f"{out / 'pilot.md'} written" + (f"; chosen: --lr {chosen['lr']:g} --warmup {chosen['warmup']}"
                                             if chosen else ""), flush=True)

@@ -52,8 +52,10 @@ def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     fake_run(tmp_path, "b", "post_ln", 2e-3, [8.0, 24.0, 25.5])
     fake_run(tmp_path, "c", "post_ln", 4e-3, [9.0, 30.0], diverged=True)
     fake_run(tmp_path, "d", "rskip_ln", 4e-3, [10.0, 31.0, 32.0])  # not the baseline
-    summary = summarise(tmp_path, gain=0.3)
+    summary = summarise(tmp_path, gain=0.3, baseline="post_ln")
     assert summary["baseline"] == "post_ln" and summary["chosen"] == {"run": "b", "lr": 2e-3, "warmup": 100}
+    # the baseline is the one named, not the first run: rskip_ln's best is d
+    assert summarise(tmp_path, gain=0.3, baseline="rskip_ln")["chosen"]["run"] == "d"
     rows = {r["run"]: r for r in summary["runs"]}
     assert (rows["b"]["best_bleu"], rows["b"]["best_step"], rows["a"]["best_step"]) == (25.5, 300, 200)
     assert rows["a"]["plateau"] == 300 and rows["b"]["plateau"] is None  # a lost 1 BLEU at its end, b gained 1.5
