@@ -128,7 +128,6 @@ def figure(out: Path, summary: dict) -> str | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     palette = plt.get_cmap("tab10" if len(summary["runs"]) <= 10 else "tab20")
-    entries = []
     for i, r in enumerate(summary["runs"]):
         label = (r["skip"] + (f" λ={r['lambda']:g}" if r["lambda"] != 1 else "") +
                  f", lr {r['lr']:g}, warm-up {r['warmup']}")
@@ -162,7 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a grid of peak learning rate × warm-up for each variant and judge it on validation BLEU; "
         "read off the update at which a run stops improving. Flags after -- go to every train.py run.",
         epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("--config", help="train.py --config preset shared by every run")
     p.add_argument("--skip", type=sweep.comma_list(str), required=True,
                    help="comma-separated variants; the first is the baseline the setting is chosen for")
     p.add_argument("--lambda", dest="lambdas", type=sweep.comma_list(float), default=[1.0],
@@ -172,31 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=sweep.comma_list(int), required=True,
                    help="comma-separated warm-up lengths (updates)")
     p.add_argument("--out", type=Path, required=True, help="the pilot's folder: runs/, logs/, pilot.md")
-    p.add_argument("--max-steps", type=int, help="updates per run (default: the preset's)")
-    p.add_argument("--patience", type=int, help="train.py --patience for every run (default: the preset's)")
-    p.add_argument("--min-delta", type=float, help="train.py --min-delta for every run (default: the preset's)")
     p.add_argument("--plateau-gain", type=float, default=0.3,
                    help="BLEU that the last quarter of a run must gain to count as still improving (default: 0.3)")
-    p.add_argument("--parallel", type=int, default=1, metavar="K", help="runs at once (default: 1)")
-    p.add_argument("--threads", type=int, default=0, help="threads per run (default: cores / --parallel)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    sweep.add_run_args(p)
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite pilot.md from the runs there")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    own, train_args = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    args = build_parser().parse_args(own)
-    args.train_args, args.seeds = train_args, [args.seed]
     try:
-        for flag in train_args:
-            if flag.split("=")[0] in (*sweep.RESERVED, "--lr", "--warmup"):
-                raise sweep.SweepError(f"{flag.split('=')[0]} after --: the pilot sets it for every run")
-        if args.parallel < 1:
-            raise sweep.SweepError("--parallel must be ≥ 1")
-        if args.config and not Path(args.config).is_file():
-            raise sweep.SweepError(f"--config {args.config}: file not found")
+        args = sweep.parse_args(argv, build_parser(), (*sweep.RESERVED, "--lr", "--warmup"), who="pilot", hint="")
+        args.seeds = [args.seed]  # what sweep.record_invocation records
         plan = sweep.make_plan(args.skip, args.lambdas, [args.seed])
     except sweep.SweepError as e:
         print(f"pilot: error: {e}", file=sys.stderr)

@@ -361,19 +361,10 @@ def comma_list(kind):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m nmt.sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train every skip variant × λ × seed with the same data and number of updates, evaluate them "
-        "and write a report. Flags after -- go to every train.py run.",
-        epilog=__doc__.split("\n\n", 2)[2])
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """How a study's runs are trained, the same flags for the sweep and the pilot (``nmt.pilot``): the shared
+    preset, the budget every run gets (BUDGET), and how many run at once."""
     p.add_argument("--config", help="train.py --config preset shared by every run")
-    p.add_argument("--skip", type=comma_list(str), required=True,
-                   help="comma-separated variants (post_ln,rskip_ln,...)")
-    p.add_argument("--lambda", dest="lambdas", type=comma_list(float), default=[1.0],
-                   help="comma-separated λ values; each variant runs with those it accepts (default: 1)")
-    p.add_argument("--seeds", type=comma_list(int), default=[1], help="comma-separated seeds (default: 1)")
-    p.add_argument("--out", type=Path, required=True, help="the study folder: runs/, logs/, eval/, report/")
     p.add_argument("--max-steps", type=int, help="updates per run (default: the preset's)")
     p.add_argument("--patience", type=int, help="train.py --patience for every run: stop a run after N validations "
                    "without a new best validation BLEU (default: the preset's)")
@@ -382,6 +373,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs at once, each with cores/K threads and its share of the GPUs (default: 1)")
     p.add_argument("--threads", type=int, default=0, help="threads per run (default: cores / --parallel)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nmt.sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train every skip variant × λ × seed with the same data and number of updates, evaluate them "
+        "and write a report. Flags after -- go to every train.py run.",
+        epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("--skip", type=comma_list(str), required=True,
+                   help="comma-separated variants (post_ln,rskip_ln,...)")
+    p.add_argument("--lambda", dest="lambdas", type=comma_list(float), default=[1.0],
+                   help="comma-separated λ values; each variant runs with those it accepts (default: 1)")
+    p.add_argument("--seeds", type=comma_list(int), default=[1], help="comma-separated seeds (default: 1)")
+    p.add_argument("--out", type=Path, required=True, help="the study folder: runs/, logs/, eval/, report/")
+    add_run_args(p)
     p.add_argument("--report-only", action="store_true", help="train nothing: evaluate the runs there and report")
     evaluation = p.add_argument_group("evaluation (as evaluate.py)")
     add_scoring_args(evaluation)
@@ -390,14 +396,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+SWEEP_FLAGS = " (use the sweep's own --skip, --lambda, --seeds, --config, --out, --max-steps, --patience, --min-delta)"
+
+
+def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None, reserved: tuple[str, ...] = RESERVED,
+               who: str = "sweep", hint: str = SWEEP_FLAGS) -> argparse.Namespace:
+    """The tool's own flags (before ``--``, by ``parser``: the sweep's by default) and the train.py flags after it
+    (``args.train_args``), checked: none of ``reserved``, ``--parallel`` ≥ 1, the ``--config`` file exists."""
     own, train_args = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    args = build_parser().parse_args(own)
+    args = (parser or build_parser()).parse_args(own)
     args.train_args = train_args
     for flag in train_args:
-        if flag.split("=")[0] in RESERVED:
-            raise SweepError(f"{flag.split('=')[0]} after --: the sweep sets it for every run (use the sweep's own "
-                             "--skip, --lambda, --seeds, --config, --out, --max-steps, --patience, --min-delta)")
+        if flag.split("=")[0] in reserved:
+            raise SweepError(f"{flag.split('=')[0]} after --: the {who} sets it for every run{hint}")
     if args.parallel < 1:
         raise SweepError("--parallel must be ≥ 1")
     if args.config and not Path(args.config).is_file():
