@@ -7,7 +7,9 @@
   mean ± std over the seeds that did not diverge, diverged runs counted, Δ BLEU against ``post_ln`` with the
   paired bootstrap p-value) and the smallest difference the seed-to-seed noise of ``post_ln`` lets one
   detect (see ``detectable_difference``), and the paper's qualitative claims decided on these runs
-  (``nmt.claims``: supported, contradicted or not resolved, against the test-set and the seed noise);
+  (``nmt.claims``: supported, contradicted or not resolved, against the test-set and the seed noise); with
+  ``--also-average-last N`` a second table of the same runs scored with the average of their last N periodic
+  checkpoints (the claims stay decided on the first, of each run's ``best.ckpt``);
 - ``curves.png`` (validation loss, on a log scale when it spans orders of magnitude, and BLEU against updates,
   every run, coloured by variant), ``bleu.png`` (BLEU bars with the std over seeds), ``grad_norms.png``
   (per-layer gradient norms over the first updates, one panel per variant, geometric mean over its seeds; runs
@@ -33,7 +35,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from nmt import claims, evaluate
@@ -79,6 +81,12 @@ def detectable_difference(sigma: float, n: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- evaluation
+def _cache_file(cache_dir: Path, run: Path, settings: EvalSettings) -> Path:
+    """Where the evaluation of ``run`` is cached: one file per run and per choice of weights, so that the scores
+    of its best.ckpt and of an average of its last checkpoints do not evict each other."""
+    return cache_dir / (f"{run.name}.avg{settings.average_last}.json" if settings.average_last else f"{run.name}.json")
+
+
 def _cache_key(run: Path, settings: EvalSettings, scoring: ScoringSettings) -> dict:
     """What a cached evaluation of ``run`` must match: its results.json (by time) and the evaluation settings."""
     results = run / "results.json"
@@ -96,7 +104,7 @@ def evaluate_runs(out: Path, settings: EvalSettings,
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []
     for run in runs:
         key = _cache_key(run, settings, scoring)
-        cache = cache_dir / f"{run.name}.json"
+        cache = _cache_file(cache_dir, run, settings)
         if cache.is_file():
             cached = json.loads(cache.read_text())
             if cached.get("key") == key:
@@ -116,7 +124,8 @@ def evaluate_runs(out: Path, settings: EvalSettings,
             continue
         cache.write_text(json.dumps({"key": key, "score": asdict(score)}) + "\n")
         scores.append(score)
-        print(f"{run.name}: BLEU {score.bleu:.2f}" + (" (diverged)" if score.diverged else ""), flush=True)
+        print(f"{run.name}: BLEU {score.bleu:.2f}" + (" (diverged)" if score.diverged else "")
+              + (f" ({score.checkpoint})" if settings.average_last else ""), flush=True)
     return scores, unscored, left_out
 
 
@@ -484,10 +493,11 @@ WHY = DiagnosisSettings()
 
 
 def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis: DiagnosisSettings | None = WHY,
-          diagnosed: frozenset[str] | None = None) -> Path:
+          diagnosed: frozenset[str] | None = None, also_average_last: int = 0) -> Path:
     """Evaluate every run of the study ``out`` and write ``out/report/``; returns that folder. ``diagnosis``: the
     settings of the "Why" section's diagnoses (None: no such section); ``diagnosed``: the variants (``--skip`` names)
-    it diagnoses (None: all)."""
+    it diagnoses (None: all); ``also_average_last`` N > 0: also score every run with the average of its last N
+    periodic checkpoints, in tables of their own after those of ``settings``' weights (which decide the claims)."""
     started = time.time()
     folder = out / "report"
     folder.mkdir(parents=True, exist_ok=True)
@@ -495,16 +505,26 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     tables, markdown, claim_rows = [], [], []
     for i, (key, group) in enumerate(evaluate.comparable_sets(scores, largest_first=True) or [("", [])]):
         # the first table, of the most runs, also counts the runs that diverged before any checkpoint
-        table, text = _comparison_table(key, group, unscored if i == 0 else [], scoring)
+        table, text = _comparison_table(key, group, unscored if i == 0 else [], scoring, weights_label(settings))
         if i == 0:
             claim_rows = claims.check(group, scoring.bootstrap)
             text += "\n\n### The paper's claims, checked on these runs\n\n" + claims.markdown(claim_rows)
         markdown.append(text)
         tables.append(table)
+    averaged: list[RunScore] = []
+    if also_average_last:
+        other = replace(settings, average_last=also_average_last)
+        averaged, averaged_unscored, averaged_left_out = evaluate_runs(out, other, scoring)
+        for i, (key, group) in enumerate(evaluate.comparable_sets(averaged, largest_first=True)):
+            table, text = _comparison_table(key, group, averaged_unscored if i == 0 else [], scoring,
+                                            weights_label(other))
+            markdown.append(text)
+            tables.append(table)
+        left_out += [{**x, "reason": f"{weights_label(other)}: {x['reason']}"} for x in averaged_left_out]
     if left_out:
         markdown.append("Left out (not finished or not evaluable):\n"
                         + "\n".join(f"- {x['run']}: {x['reason']}" for x in left_out))
-    markdown.append("### Every run\n\n" + runs_markdown(scores, unscored))
+    markdown.append("### Every run\n\n" + runs_markdown(scores, unscored, averaged, also_average_last))
     flow = gradient_flow(out)
     markdown.append("### Gradient flow over the first updates\n\n" + gradient_flow_markdown(flow))
     found = why(out, folder, diagnosis, diagnosed) if diagnosis is not None and (out / "runs").is_dir() else None
@@ -519,17 +539,27 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
     readme = _readme(out, settings, scoring, markdown, pictures, scores, unscored, left_out, time.time() - started,
-                     found)
+                     found, also_average_last)
     (folder / "README.md").write_text(readme, encoding="utf-8")
     return folder
 
 
-def _comparison_table(key: str, group: list[RunScore], unscored: list[dict],
-                      scoring: ScoringSettings) -> tuple[dict, str]:
-    """One set of comparable runs (and ``unscored`` diverged runs): its table for results.json, and as Markdown
-    with the signatures and the smallest difference the seed noise lets one detect."""
+def weights_label(settings: EvalSettings) -> str:
+    """Which weights of each run ``settings`` score, as the tables name them."""
+    if settings.average_last:
+        return f"average of the last {settings.average_last} checkpoints"
+    return "best.ckpt"
+
+
+def _comparison_table(key: str, group: list[RunScore], unscored: list[dict], scoring: ScoringSettings,
+                      weights: str) -> tuple[dict, str]:
+    """One set of comparable runs (and ``unscored`` diverged runs) scored with ``weights`` (``weights_label``): its
+    table for results.json, and as Markdown with the signatures and the smallest difference the seed noise lets
+    one detect."""
     rows = evaluate.build_table(group, scoring.bootstrap) if group else []
     add_unscored(rows, unscored)
+    for row in rows:
+        row["weights"] = weights
     base = next((r for r in rows if (r["variant"], r["lambda"]) == (BASELINE, 1.0)), None)
     sigma = claims.seed_sigma(group)
     mdd = None
@@ -537,27 +567,33 @@ def _comparison_table(key: str, group: list[RunScore], unscored: list[dict],
         n = max([base["seeds"] - base["diverged"]] if base else [r["seeds"] - r["diverged"] for r in rows])
         mdd = detectable_difference(sigma, max(n, 1))
         mdd["pooled_over"] = len(claims.seeded_cells(group))
-    title = evaluate.table_title(scoring.split, len(group) + len(unscored), key)
+    title = f"{evaluate.table_title(scoring.split, len(group) + len(unscored), key)}, {weights}"
     text = evaluate.bleu_table_markdown(rows, title) if rows else f"### {title}\n\nno run could be evaluated"
     if group:
         text += "\n\n" + evaluate.signatures_markdown(group[0], with_extra=False)
     text += "\n\n" + _mdd_text(mdd)
-    table = {"comparable": key, "rows": rows, "detectable_difference": mdd,
+    table = {"comparable": key, "weights": weights, "rows": rows, "detectable_difference": mdd,
              "runs": [s.record() for s in group] + unscored}
     return table, text
 
 
-def runs_markdown(scores: list[RunScore], unscored: list[dict]) -> str:
-    """One line per run: where its best validation was, why and where it stopped, its wall time and BLEU."""
+def runs_markdown(scores: list[RunScore], unscored: list[dict], averaged: list[RunScore] | None = None,
+                  average_last: int = 0) -> str:
+    """One line per run: where its best validation was, why and where it stopped, its wall time and BLEU; with
+    ``average_last`` N > 0 also the BLEU of the average of its last N checkpoints (``averaged``)."""
     runs = [(Path(s.run).name, s.best_step, s.stop_reason, s.last_step, s.wall_time_s, f"{s.bleu:.2f}")
             for s in scores]
     runs += [(Path(u["run"]).name, u.get("best_step"), "diverged", u.get("last_step"), None, MISSING)
              for u in unscored]
+    average = {Path(s.run).name: f"{s.bleu:.2f}" for s in averaged or []}
     cells = []
     for name, best, reason, last, wall, bleu in sorted(runs):
         stopped = f"{reason} at update {last:,}" if reason and last is not None else MISSING
-        cells.append([name, cell(best, ","), stopped, MISSING if wall is None else f"{wall / 60:.1f} min", bleu])
-    return markdown_table(["run", "best validation at update", "stopped", "wall time", "BLEU"], cells)
+        cells.append([name, cell(best, ","), stopped, MISSING if wall is None else f"{wall / 60:.1f} min", bleu,
+                      *([average.get(name, MISSING)] if average_last else [])])
+    head = ["run", "best validation at update", "stopped", "wall time", "BLEU",
+            *([f"BLEU, average of the last {average_last}"] if average_last else [])]
+    return markdown_table(head, cells)
 
 
 def _mdd_text(mdd: dict | None) -> str:
@@ -576,7 +612,7 @@ def _mdd_text(mdd: dict | None) -> str:
 
 def _readme(out: Path, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str], pictures: list[str],
             scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
-            found: dict | None = None) -> str:
+            found: dict | None = None, also_average_last: int = 0) -> str:
     """The report's README.md: setup, hardware and wall time, provenance, results, figures, and the protocol."""
     sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
     provenance = _provenance(out)
@@ -596,7 +632,7 @@ def _readme(out: Path, settings: EvalSettings, scoring: ScoringSettings, markdow
         "",
         *_figures_section(out, pictures),
         *_why_section(found),
-        *_protocol_section(settings, scoring),
+        *_protocol_section(settings, scoring, also_average_last),
     ]
     return "\n".join(lines)
 
@@ -682,7 +718,7 @@ def _why_section(found: dict | None) -> list[str]:
     return lines
 
 
-def _protocol_section(settings: EvalSettings, scoring: ScoringSettings) -> list[str]:
+def _protocol_section(settings: EvalSettings, scoring: ScoringSettings, also_average_last: int = 0) -> list[str]:
     return [
         "",
         "## How every number was obtained",
@@ -693,7 +729,11 @@ def _protocol_section(settings: EvalSettings, scoring: ScoringSettings) -> list[
         + f", beam {settings.beam}, length penalty {settings.lenpen_style} α {settings.lenpen:g}"
         + (f", first {scoring.limit} sentences only" if scoring.limit else "")
         + "; sacreBLEU on detokenized output against the raw references, signature above; chrF++ likewise; the "
-        "dataset's extra protocol scores, if any, as named in the table.",
+        "dataset's extra protocol scores, if any, as named in the table."
+        + (f" The tables headed \"average of the last {also_average_last} checkpoints\" score the same runs with "
+           f"the elementwise average of the parameters of their newest {also_average_last} `step-<N>.ckpt` "
+           "(`python -m nmt.average`; the run trained with `--save-every`), decoded alike; the claims are decided "
+           "on the first table only." if also_average_last else ""),
         ("- **updates**, **tgt tokens**: those of the checkpoint evaluated (with `best.ckpt`, the update with the best "
          "validation BLEU, which may come before the last), mean over the seeds."),
         ("- **mean ± std**: over the seeds of a variant that did not diverge (sample standard deviation; 0 with one "
@@ -725,8 +765,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="the sweep's --out folder")
     add_scoring_args(p)
     add_eval_args(p, with_average_last=True)
+    add_also_average_arg(p)
     add_why_arg(p)
     return p
+
+
+class FlagError(ValueError):
+    """Report flags that contradict each other; the message names them."""
+
+
+def add_also_average_arg(parser) -> None:
+    """``--also-average-last N``, shared by ``python -m nmt.report`` and ``python -m nmt.sweep``."""
+    parser.add_argument("--also-average-last", type=int, default=0, metavar="N",
+                        help="also score each run with the average of its last N periodic checkpoints "
+                        "(step-<N>.ckpt: train with --save-every), in tables of their own after best.ckpt's; the "
+                        "claims stay decided on best.ckpt (default: best.ckpt only)")
+
+
+def also_average_last(args) -> int:
+    """``--also-average-last``, checked against ``--average-last`` (which replaces best.ckpt: the two together
+    would score one average twice over) and for a sign; raises FlagError with the flag's name."""
+    if args.also_average_last < 0:
+        raise FlagError(f"--also-average-last {args.also_average_last}: must be ≥ 0")
+    if args.also_average_last and args.average_last:
+        raise FlagError("--also-average-last and --average-last together: --average-last scores the average "
+                         "instead of best.ckpt, --also-average-last beside it; use one")
+    return args.also_average_last
 
 
 def add_why_arg(parser) -> None:
@@ -768,8 +832,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.out / "runs").is_dir():
         print(f"report: error: {args.out} holds no runs/ folder", file=sys.stderr)
         return 2
+    try:
+        average = also_average_last(args)
+    except FlagError as e:
+        print(f"report: error: {e}", file=sys.stderr)
+        return 2
     folder = build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args), why_settings(args),
-                   why_only(args))
+                   why_only(args), average)
     print(f"report written to {folder}/")
     return 0
 

@@ -392,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = p.add_argument_group("evaluation (as evaluate.py)")
     add_scoring_args(evaluation)
     add_eval_args(evaluation, with_average_last=True)
+    report.add_also_average_arg(evaluation)
     report.add_why_arg(evaluation)
     return p
 
@@ -421,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         plan = make_plan(args.skip, args.lambdas, args.seeds)
-    except SweepError as e:
+        average = report.also_average_last(args)
+    except (SweepError, report.FlagError) as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
     print(plan.describe(), flush=True)
@@ -451,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         finish_invocation(out, started)
     folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args), report.why_settings(args),
-                          report.why_only(args))
+                          report.why_only(args), average)
     print(f"report written to {folder}/", flush=True)
     return 1 if not args.report_only and failed else 0
 

@@ -62,6 +62,8 @@ def test_bad_commands_are_refused(capsys):
     assert "--seed after --: the sweep sets it" in capsys.readouterr().err
     assert main(["--skip", "post_ln", "--out", "x", "--dry-run", "--", "--patience", "3"]) == 2
     assert "--patience after --: the sweep sets it" in capsys.readouterr().err
+    assert main(["--skip", "post_ln", "--out", "x", "--dry-run", "--average-last", "5", "--also-average-last", "5"]) == 2
+    assert "sweep: error: --also-average-last and --average-last together" in capsys.readouterr().err
 
 
 def test_the_budget_flags_reach_every_run_fresh_or_resumed():
