@@ -15,7 +15,6 @@ means (``python -m nmt.translate RUN``, ``evaluate.py``).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,16 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
+from nmt.atomic import replacing
+
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` that replaces ``path`` only once the new file is complete on disk."""
+    """``torch.save(obj, path)`` that replaces ``path`` only once the new file is complete on disk
+    (``nmt.atomic.replacing``, durable); a failed write raises an OSError naming the checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
-        with os.fdopen(fd, "wb") as f:
+        with replacing(path, durable=True) as tmp, open(tmp, "wb") as f:
             out = _WriteErrors(f)
             try:
                 torch.save(obj, out)
@@ -39,35 +39,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
                 if out.error is not None:  # torch reports a failed write as "unexpected pos ..."; give the real cause
                     raise out.error from None
                 raise
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            reason = e.strerror or str(e)
-            raise OSError(e.errno, f"could not write checkpoint {path}: {reason}; the previous one is intact") from e
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed into place: readers see the old file or
-    the whole new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise OSError(e.errno, f"could not write checkpoint {path}: {reason}; the previous one is intact") from e
 
 
 class _WriteErrors:
@@ -88,12 +62,6 @@ class _WriteErrors:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from nmt import atomic
 from nmt.model import ARCHS
 
 
@@ -294,9 +294,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict, argpar
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
     """Write ``config.yaml`` atomically: under data parallelism other processes may read it meanwhile."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def read_saved_config(path: Path) -> TrainConfig:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from nmt.atomic import replacing
 
 
 class AppendingWriter(ExperimentWriter):
@@ -53,9 +54,7 @@ class ResumableCSVLogger(CSVLogger):
         kept = [row for row in rows if not row.get("step") or int(float(row["step"])) <= step]
         if len(kept) == len(rows):
             return
-        fd, tmp = tempfile.mkstemp(dir=self.log_dir, prefix=".metrics.", suffix=".csv")
-        with os.fdopen(fd, "w", newline="") as f:
+        with replacing(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=header)
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, path)

@@ -7,9 +7,9 @@ tables and say that figures were left out, so nothing here imports it at module 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from nmt.atomic import replacing
 
 
 def pyplot():
@@ -26,14 +26,11 @@ def pyplot():
 
 def save_figure(plt, fig, path: Path, dpi: int) -> str:
     """Write ``fig`` to ``path`` atomically (a temporary file renamed into place) and close it; returns the file name."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path.name
 
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
 import shlex
 import shutil
 import signal
@@ -58,7 +57,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt import launch
+from nmt import atomic, launch
+from nmt.atomic import replacing
 from nmt.config import (
     ConfigError,
     TrainConfig,
@@ -357,9 +357,8 @@ def create_run(setup: RunSetup, prepared: PreparedData) -> None:
             (run_dir / "results.json").unlink(missing_ok=True)
         if not setup.resuming:
             spm_path = run_dir / "spm.model"
-            tmp = spm_path.with_name(f".{spm_path.name}.tmp")
-            shutil.copyfile(prepared.spm_source, tmp)
-            os.replace(tmp, spm_path)
+            with replacing(spm_path) as tmp:
+                shutil.copyfile(prepared.spm_source, tmp)
     if proc.starts_copies:  # the copies Lightning's launcher starts at trainer.fit follow this process's choice
         launch.hand_down(run_dir, setup.checkpoint)
 
@@ -562,7 +561,7 @@ def _stopped(run_dir: Path, trainer, stop, clock) -> int:
         **_wall_time(clock),
     }
     if _is_rank_zero():
-        (run_dir / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        atomic.write_text(run_dir / "results.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if diverged:
         log(f"{stop}\nresults in {run_dir} (results.json records the divergence)")
     else:
@@ -619,7 +618,7 @@ def _report(run_dir: Path, data, result: dict, trainer, best, best_path, clock, 
         "diverged": False,
         **_wall_time(clock),
     }
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_text(run_dir / "results.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     log(
         f"\ntest BLEU {result['bleu']:.2f} ({result['bleu_signature']}), greedy, {result['sentences']} sentences\n"
         f"copy-source baseline BLEU {copy.score:.2f}\n"

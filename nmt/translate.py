@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmt.checkpoint import CheckpointError, atomic_write_text, find_checkpoint, load_checkpoint
+from nmt import atomic
+from nmt.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from nmt.data.batching import length_batches
 from nmt.data.corpus import DataError, read_lines
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(text)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
+        atomic.write_text(path, text)
         if len(inputs) > 1:
             print(f"{path}: {len(lines)} lines", file=sys.stderr)
     return 0

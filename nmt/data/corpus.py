@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nmt import atomic
 from nmt.data.protocol import Protocol, default_protocol
 
 SPLITS = ("train", "valid", "test")
@@ -146,10 +146,7 @@ def cached_sha256(path: Path) -> str:
     book[key] = {"stamp": stamp, "sha256": digest}
     try:
         book_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=book_path.parent, prefix=".sha256.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(book, f)
-        os.replace(tmp, book_path)
+        atomic.write_text(book_path, json.dumps(book))
     except OSError:
         pass  # a read-only data root: hash again next time
     return digest

@@ -13,7 +13,7 @@ import math
 import time
 from pathlib import Path
 
-from nmt.checkpoint import atomic_write_text
+from nmt import atomic
 from nmt.diagnose import measures
 from nmt.diagnose.settings import DiagnosisSettings
 from nmt.diagnose.subject import Subject
@@ -181,8 +181,8 @@ def write_diagnosis(result: dict, out: Path, key: dict | None = None) -> list[st
 
     result = finite(result)
     pictures = figures.single(result, out)
-    atomic_write_text(out / "summary.md", summary_markdown(result, pictures))
-    atomic_write_text(out / "diagnosis.json", json.dumps({**result, "key": key}, indent=1, allow_nan=False) + "\n")
+    atomic.write_text(out / "summary.md", summary_markdown(result, pictures))
+    atomic.write_text(out / "diagnosis.json", json.dumps({**result, "key": key}, indent=1, allow_nan=False) + "\n")
     return pictures
 
 
