@@ -130,6 +130,9 @@ class TrainConfig:
                          "(fairseq's --patience; 0: never)")
     min_delta: float = _opt(0.0, "early stopping: a validation BLEU counts as a new best for --patience only if it "
                             "beats the best by more than this many BLEU points")
+    patience_from: int = _opt(0, "early stopping: --patience counts only the validations from update N on, so that "
+                              "a slow start (BLEU near 0 and noisy before the model uses its source) is never taken "
+                              "for a plateau (Keras's start_from_epoch, in updates)")
     # --- validation, decoding and logging
     val_every: int = _opt(500, "validate (loss and greedy BLEU) every N updates (0: once per epoch)")
     max_len_a: float = _opt(ValidationSettings.max_len_a, "decode at most a·source_length + b tokens: a")
@@ -179,7 +182,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 RESUMABLE = {"max_steps", "max_epochs", "log_every", "save_every", "keep_last", "val_every", "num_workers",
-             "max_nonfinite", "log_layer_grads", "patience", "min_delta", "no_download"}
+             "max_nonfinite", "log_layer_grads", "patience", "min_delta", "patience_from", "no_download"}
 """Fields that may change on ``--resume``: they say when to stop, log or save, not what is trained."""
 
 

@@ -3,6 +3,9 @@
 fairseq's meaning of patience: the run stops after N validations in a row that bring no new best validation BLEU.
 With ``--min-delta D`` a validation counts as a new best only if it beats the best that counted by more than D
 (BLEU points); the best checkpoint (``best.ckpt``) still follows every strict improvement. N = 0 never stops.
+With ``--patience-from U`` only the validations at update U or later count against patience (the best is still
+followed before): a model that has not yet begun to use its source scores near 0 BLEU, up and down, and that noise
+is not a plateau; with a small patience such a slow start would otherwise be stopped as "does not learn".
 
 The callback also remembers the update of the best validation BLEU, which ``results.json`` reports with the reason
 the run stopped. Its state (best BLEU and update, the best that counts for patience, validations without one, the
@@ -20,12 +23,15 @@ from lightning.pytorch.trainer.states import TrainerFn
 class EarlyStopping(L.Callback):
     """Track the best validation BLEU and its update; stop after ``patience`` validations without a new best."""
 
-    def __init__(self, patience: int = 0, min_delta: float = 0.0, monitor: str = "val/bleu", echo=None):
+    def __init__(self, patience: int = 0, min_delta: float = 0.0, start: int = 0, monitor: str = "val/bleu",
+                 echo=None):
         if patience < 0:
             raise ValueError(f"patience must be ≥ 0 (0: never stop early), got {patience}")
         if min_delta < 0:
             raise ValueError(f"min_delta must be ≥ 0, got {min_delta}")
-        self.patience, self.min_delta, self.monitor, self.echo = patience, min_delta, monitor, echo
+        if start < 0:
+            raise ValueError(f"start must be ≥ 0, got {start}")
+        self.patience, self.min_delta, self.start, self.monitor, self.echo = patience, min_delta, start, monitor, echo
         self.best: float | None = None  # best validation BLEU so far (strict improvements: best.ckpt's)
         self.best_step: int | None = None  # the update of that validation
         self.reference: float | None = None  # the best that counted for patience (beaten by more than min_delta)
@@ -61,8 +67,9 @@ class EarlyStopping(L.Callback):
             trainer.should_stop = True
             if self.echo is not None:
                 delta = f" by more than {self.min_delta:g}" if self.min_delta else ""
+                counted = f", counted from update {self.start}" if self.start else ""
                 self.echo(f"early stop at update {trainer.global_step}: validation BLEU has not improved{delta} for "
-                          f"{self.bad_validations} validations in a row (--patience {self.patience}); best "
+                          f"{self.bad_validations} validations in a row (--patience {self.patience}{counted}); best "
                           f"{self.best:.2f} at update {self.best_step}")
 
     def observe(self, bleu: float, step: int) -> None:
@@ -71,7 +78,7 @@ class EarlyStopping(L.Callback):
             self.best, self.best_step = bleu, step
         if self.reference is None or bleu > self.reference + self.min_delta:
             self.reference, self.bad_validations = bleu, 0
-        else:
+        elif step >= self.start:
             self.bad_validations += 1
 
     def state_dict(self) -> dict:

@@ -43,14 +43,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from nmt import report
+from nmt import atomic, report
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
 RESERVED = ("--skip", "--lambda", "--seed", "--run-dir", "--resume", "--config", "--max-steps", "--patience",
-            "--min-delta")
+            "--min-delta", "--patience-from")
 """train.py flags the sweep sets itself; they may not be passed through."""
 
 
@@ -149,7 +149,7 @@ def run_state(run_dir: Path) -> str:
     return RESTART
 
 
-BUDGET = ("max_steps", "patience", "min_delta")
+BUDGET = ("max_steps", "patience", "min_delta", "patience_from")
 """The sweep's own flags that say when every run stops: recorded in sweep.json, passed to every run (fresh or
 resumed)."""
 
@@ -203,15 +203,16 @@ def record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> d
     path = out / "sweep.json"
     settings = _settings(args)
     record = json.loads(path.read_text()) if path.is_file() else {"settings": settings, "invocations": []}
-    if record["settings"] != settings:
-        differs = "; ".join(f"{k}: study has {record['settings'].get(k)!r}, asked {v!r}" for k, v in settings.items()
-                            if record["settings"].get(k) != v)
+    # a setting a study recorded before it existed (an older sweep.json) was its default: None
+    differs = "; ".join(f"{k}: study has {record['settings'].get(k)!r}, asked {v!r}" for k, v in settings.items()
+                        if record["settings"].get(k) != v)
+    if differs:
         raise SweepError(f"{out} holds a study trained with other settings ({differs}); its runs would not be "
                          "comparable: use another --out")
     record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv,
                                   "skip": args.skip, "lambda": args.lambdas, "seeds": args.seeds,
                                   "parallel": args.parallel, "wall_time_s": None})
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic.write_text(path, json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -220,7 +221,7 @@ def finish_invocation(out: Path, started: float) -> None:
     path = out / "sweep.json"
     record = json.loads(path.read_text())
     record["invocations"][-1]["wall_time_s"] = round(time.time() - started, 1)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic.write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def lock_study(out: Path) -> int:
@@ -369,6 +370,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, help="train.py --patience for every run: stop a run after N validations "
                    "without a new best validation BLEU (default: the preset's)")
     p.add_argument("--min-delta", type=float, help="train.py --min-delta for every run (default: the preset's)")
+    p.add_argument("--patience-from", type=int, metavar="U", help="train.py --patience-from for every run: patience "
+                   "counts the validations from update U on (default: the preset's)")
     p.add_argument("--parallel", type=int, default=1, metavar="K",
                    help="runs at once, each with cores/K threads and its share of the GPUs (default: 1)")
     p.add_argument("--threads", type=int, default=0, help="threads per run (default: cores / --parallel)")
@@ -397,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SWEEP_FLAGS = " (use the sweep's own --skip, --lambda, --seeds, --config, --out, --max-steps, --patience, --min-delta)"
+SWEEP_FLAGS = (" (use the sweep's own --skip, --lambda, --seeds, --config, --out, --max-steps, --patience, --min-delta, "
+               "--patience-from)")
 
 
 def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None, reserved: tuple[str, ...] = RESERVED,

@@ -1,4 +1,5 @@
-"""--patience and --min-delta: the counting rule, a real run that stops by it, what it records, and resume."""
+"""--patience, --min-delta and --patience-from: the counting rule, a real run that stops by it, what it records, and
+resume."""
 
 import json
 
@@ -10,9 +11,9 @@ from nmt.early_stopping import EarlyStopping
 from nmt.train import main
 
 
-def count(values, patience, min_delta=0.0):
+def count(values, patience, min_delta=0.0, start=0):
     """(validations in a row without a counted best, best, update of the best) after each value (updates 1, 2, …)."""
-    early = EarlyStopping(patience, min_delta)
+    early = EarlyStopping(patience, min_delta, start)
     out = []
     for step, value in enumerate(values, start=1):
         early.observe(value, step)
@@ -33,11 +34,24 @@ def test_min_delta_improvements_below_it_do_not_count_but_still_make_the_best():
     assert [(best, step) for _, best, step in trace] == [(10.0, 1), (10.3, 2), (10.45, 3), (11.2, 4), (11.2, 4)]
 
 
+def test_patience_from_ignores_a_noisy_start_but_follows_its_best():
+    # a slow starter: BLEU near 0, up and down, until it begins to use the source at update 5
+    start = [0.4, 0.2, 0.3, 0.1, 2.0, 6.0, 5.5]
+    assert [bad for bad, _, _ in count(start, patience=2)] == [0, 1, 2, 3, 0, 0, 1]  # would stop at update 3
+    trace = count(start, patience=2, start=4)
+    assert [bad for bad, _, _ in trace] == [0, 0, 0, 1, 0, 0, 1]  # counted from update 4 on
+    assert [(best, step) for _, best, step in trace][:4] == [(0.4, 1)] * 4  # the best is followed all along
+    # from update 4 on the rule is the plain one: a late plateau still stops the run
+    assert [bad for bad, _, _ in count([1.0, 0.5, 0.5, 0.5, 0.5], patience=2, start=3)] == [0, 0, 1, 2, 3]
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="patience"):
         EarlyStopping(-1)
     with pytest.raises(ValueError, match="min_delta"):
         EarlyStopping(2, -0.1)
+    with pytest.raises(ValueError, match="start"):
+        EarlyStopping(2, 0.0, -5)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +88,17 @@ def test_a_run_stops_by_patience_and_records_why_and_where(frozen, monkeypatch, 
     assert (result["stop_reason"], result["best_step"], result["steps"]) == ("patience", 4, 16)
 
 
+def test_patience_from_delays_the_stop(frozen, monkeypatch, capsys):
+    base, flags = frozen
+    monkeypatch.chdir(base)
+    run = base / "late"
+    # the validations at 4 and 8 do not count: the two without a new best are those at 12 and 16
+    assert main([*flags, "--patience", "2", "--patience-from", "10", "--run-dir", str(run)]) == 0
+    result = json.loads((run / "results.json").read_text())
+    assert (result["stop_reason"], result["best_step"], result["steps"]) == ("patience", 4, 16)
+    assert "(--patience 2, counted from update 10)" in capsys.readouterr().out
+
+
 def test_the_count_survives_a_stop_and_resume_before_patience_runs_out(frozen, monkeypatch):
     base, flags = frozen
     monkeypatch.chdir(base)
@@ -91,7 +116,7 @@ def test_the_count_survives_a_stop_and_resume_before_patience_runs_out(frozen, m
 def test_bad_patience_flags_are_one_line_errors(frozen, monkeypatch, capsys):
     base, flags = frozen
     monkeypatch.chdir(base)
-    for flag, value in (("--patience", "-1"), ("--min-delta", "-0.5")):
+    for flag, value in (("--patience", "-1"), ("--min-delta", "-0.5"), ("--patience-from", "-100")):
         assert main([*flags, flag, value, "--run-dir", str(base / "bad")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"train.py: error: {flag} must be ≥ 0") and "\n" not in err

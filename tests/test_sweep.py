@@ -67,14 +67,29 @@ def test_bad_commands_are_refused(capsys):
 
 
 def test_the_budget_flags_reach_every_run_fresh_or_resumed():
-    run, budget = Run("post_ln", 1.0, 2), {"max_steps": 900, "patience": 4, "min_delta": 0.25}
+    run, budget = Run("post_ln", 1.0, 2), {"max_steps": 900, "patience": 4, "min_delta": 0.25, "patience_from": 300}
     for state in (FRESH, RESUME):
         command = sweep_module.train_command(run, Path("r"), state, None, ["--lr", "1e-3"], budget)
         tail = command[command.index("--run-dir") + 2:]
-        assert tail == ["--max-steps", "900", "--patience", "4", "--min-delta", "0.25"], state
+        assert tail == ["--max-steps", "900", "--patience", "4", "--min-delta", "0.25", "--patience-from", "300"], state
     command = sweep_module.train_command(run, Path("r"), FRESH, None, [], {"max_steps": None, "patience": 3,
                                                                            "min_delta": None})
     assert command[-2:] == ["--patience", "3"] and "--max-steps" not in command  # None: the preset's own
+
+
+def test_a_study_recorded_before_a_budget_flag_existed_continues_with_its_default(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(config=None, train_args=["--lr", "1e-3"], max_steps=900, patience=4, min_delta=None,
+                              patience_from=None, skip=["post_ln"], lambdas=[1.0], seeds=[1], parallel=1)
+    older = {"config": None, "config_sha256": None, "train_args": ["--lr", "1e-3"], "max_steps": 900, "patience": 4,
+             "min_delta": None}  # no patience_from: sweep.json of an older version
+    (tmp_path / "sweep.json").write_text(json.dumps({"settings": older, "invocations": []}))
+    record = sweep_module.record_invocation(tmp_path, args, ["--skip", "post_ln"])
+    assert len(record["invocations"]) == 1
+    args.patience_from = 300  # a value the study never had: refused
+    with pytest.raises(sweep_module.SweepError, match="patience_from: study has None, asked 300"):
+        sweep_module.record_invocation(tmp_path, args, ["--skip", "post_ln"])
 
 
 def test_detectable_difference_formulas():
