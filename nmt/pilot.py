@@ -15,8 +15,8 @@ setting, for a budget at which the baseline has stopped improving. This tool doe
   BLEU; a diverged run is never chosen.
 - **The budget** (``plateau``): for a run long enough to flatten out, the first validation from which on the best
   validation BLEU so far gains less than ``--plateau-gain`` over the last quarter of the run so far; a study's
-  ``--max-steps`` is chosen there. Train one long run per variant with the chosen setting (a grid of one point)
-  and read the budget off its row.
+  ``--max-steps`` is chosen there. Train one long run per variant with the chosen setting (a grid of one point):
+  pilot.md states the budget, the plateau of the baseline's run (none while it still gains).
 
 Writes ``OUT/pilot.md`` (the table, the choice, the budget), ``OUT/pilot.json`` and ``OUT/pilot.png`` (validation
 BLEU and loss against updates, one line per run); ``--report-only`` rewrites them from the runs there.
@@ -94,7 +94,7 @@ def summarise(out: Path, gain: float, baseline: str) -> dict:
     candidates = [r for r in rows if r["skip"] == baseline and not r["diverged"] and r["best_bleu"] is not None]
     chosen = max(candidates, key=lambda r: (r["best_bleu"], -(r["final_loss"] or 0.0)), default=None)
     return {"runs": rows, "baseline": baseline, "chosen": chosen and {k: chosen[k] for k in ("run", "lr", "warmup")},
-            "plateau_gain": gain, "quarter": QUARTER}
+            "budget": chosen and chosen["plateau"], "plateau_gain": gain, "quarter": QUARTER}
 
 
 def markdown(summary: dict) -> str:
@@ -115,6 +115,12 @@ def markdown(summary: dict) -> str:
     choice = (f"Chosen: peak learning rate **{chosen['lr']:g}**, warm-up **{chosen['warmup']}** (the highest "
               f"validation BLEU of {summary['baseline']}, run {chosen['run']})." if chosen else
               "No setting chosen yet: no run of the baseline has a validation BLEU.")
+    if chosen and summary.get("budget"):
+        choice += (f" Budget: that run's plateau is at update **{summary['budget']:,}**: a study at this setting "
+                   f"trains `--max-steps {summary['budget']}`.")
+    elif chosen:
+        choice += (f" No budget yet: that run still gains {summary['plateau_gain']:g} BLEU or more over its last "
+                   "quarter (train it longer, e.g. as a grid of this one point).")
     rule = (f"Plateau: the first validation from which on the best validation BLEU so far gains less than "
             f"{summary['plateau_gain']:g} over the last {summary['quarter']:.0%} of the run so far (— : still "
             "gaining at the run's end).")

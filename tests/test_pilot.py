@@ -62,6 +62,19 @@ def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     text = markdown(summary)
     assert "| post_ln | 0.004 | 100 | 30.00 @ 200 | 6.000 | 200 | — | diverged at update 250 |" in text
     assert "Chosen: peak learning rate **0.002**, warm-up **100**" in text
+    # the budget is the chosen run's plateau: b still gains over its last quarter, so there is none yet
+    assert summary["budget"] is None and "No budget yet: that run still gains 0.3 BLEU or more" in text
+
+
+def test_the_budget_is_the_plateau_of_the_baselines_long_run(tmp_path):
+    fake_run(tmp_path, "long", "post_ln", 1e-3, [0.0, 0.0, 0.0, 2.0, 6.0, 10.0, 14.0, 17.0, 19.0, 20.0, 20.5, 20.8,
+                                                21.0, 21.1, 21.15, 21.2])
+    fake_run(tmp_path, "other", "rskip_ln", 1e-3, [5.0, 15.0, 21.0, 23.0, 23.1, 23.1, 23.1, 23.1])
+    summary = summarise(tmp_path, gain=0.5, baseline="post_ln")
+    rows = {r["run"]: r for r in summary["runs"]}
+    assert rows["other"]["plateau"] == 600 and summary["budget"] == 1600  # post_ln's plateau, as in the rule's test
+    assert "Budget: that run's plateau is at update **1,600**: a study at this setting trains `--max-steps 1600`" \
+        in markdown(summary)
 
 
 # ------------------------------------------------------------------------------------------- the command line
