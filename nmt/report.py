@@ -11,7 +11,8 @@
   ``--also-average-last N`` a second table of the same runs scored with the average of their last N periodic
   checkpoints (the claims stay decided on the first, of each run's ``best.ckpt``);
 - ``curves.png`` (validation loss, on a log scale when it spans orders of magnitude, and BLEU against updates,
-  every run, coloured by variant), ``bleu.png`` (BLEU bars with the std over seeds), ``grad_norms.png``
+  every run, coloured by variant), ``run_curves.png`` (one panel per variant: each seed's validation BLEU, its
+  best validation and where and why it stopped), ``bleu.png`` (BLEU bars with the std over seeds), ``grad_norms.png``
   (per-layer gradient norms over the first updates, one panel per variant, geometric mean over its seeds; runs
   trained with ``--log-layer-grads N``); the figures need matplotlib (``pip install nmt[report]``), without it
   the report says so;
@@ -225,7 +226,8 @@ def figures(out: Path, folder: Path, rows: list[dict]) -> list[str]:
     cfgs = _configured_runs(out)
     colors = variant_colors(out)
     metric_rows = {run: read_metrics(run) for run in cfgs}
-    written = [_curves_figure(plt, folder, cfgs, metric_rows, colors), _bleu_figure(plt, folder, rows, colors)]
+    written = [_curves_figure(plt, folder, cfgs, metric_rows, colors),
+               _run_curves_figure(plt, folder, cfgs, metric_rows), _bleu_figure(plt, folder, rows, colors)]
     with_grads = {run: rows for run, rows in metric_rows.items()
                   if rows and any(k.startswith("grad_norm/") for k in rows[0])}
     if with_grads:
@@ -267,6 +269,47 @@ def _curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows
     fig.suptitle("every run (one line per seed), coloured by variant")
     legend_below(fig, entries, order=_in_order(cfgs.values()), ncol=6)  # the tables' order, under both panels
     return save_figure(plt, fig, folder / "curves.png", dpi=120)
+
+
+def _run_curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows: dict[Path, list[dict]]) -> str:
+    """run_curves.png: one panel per variant, the validation BLEU of each of its seeds, with the update of the run's
+    best validation (★: its best.ckpt) and where and why it stopped (│, named in the legend), from results.json."""
+    variants = _in_order(cfgs.values())
+    n_rows, n_cols = grid(len(variants), 4)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.0 * n_rows + 0.6), squeeze=False)
+    palette = plt.get_cmap("tab10")
+    top = max([1.0, *(b for rows in metric_rows.values() for b in metric_series(rows, "val/bleu")[1]
+                      if math.isfinite(b))])
+    for index, ax in enumerate(axes.flat):
+        if index >= len(variants):
+            ax.set_visible(False)
+            continue
+        label = variants[index]
+        runs = sorted((cfg.seed, run) for run, cfg in cfgs.items() if _label(cfg) == label)
+        for i, (seed, run) in enumerate(runs):
+            color = palette(i % palette.N)
+            xs, ys = metric_series(metric_rows[run], "val/bleu")
+            record = evaluate.read_results(run)
+            stop = record.get("stop_reason") or ("diverged" if record.get("diverged") else None)
+            last = record.get("steps")
+            name = f"seed {seed}" + (f": {stop} @ {last:,}" if stop and last is not None else ": unfinished")
+            ax.plot(xs, ys, marker=".", markersize=3, lw=1, color=color, label=name)
+            best = record.get("best_step")
+            if best in xs:
+                ax.plot([best], [ys[xs.index(best)]], marker="*", markersize=10, color=color, linestyle="none")
+            if last is not None:
+                ax.axvline(last, color=color, linestyle=":", lw=1)
+        ax.set_ylim(0, top * 1.05)
+        ax.set_xlim(left=0)
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        if index % n_cols == 0:
+            ax.set_ylabel("validation BLEU (greedy)")
+        if index + n_cols >= len(variants):
+            ax.set_xlabel("update")
+    fig.suptitle("every run's validation BLEU: ★ its best validation (best.ckpt), dotted line where it stopped",
+                 fontsize=10)
+    return _save(plt, fig, folder / "run_curves.png", dpi=110)
 
 
 def _bleu_figure(plt, folder: Path, rows: list[dict], colors: dict) -> str:
@@ -534,7 +577,8 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out,
                "diagnosis": None if found is None else {
                    "settings": diagnosis.to_dict(), "failed": found["failed"], "only": found["only"],
-                   "variants": [{**r["subject"], "run": run.name, "summary": r["summary"]} for run, r in found["results"]]}}
+                   "variants": [{**r["subject"], "run": run.name, "summary": r["summary"]}
+                                for run, r in found["results"]]}}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
@@ -749,7 +793,9 @@ def _protocol_section(settings: EvalSettings, scoring: ScoringSettings, also_ave
          "and the seed noise 1.96·σ·√(2/n) for n shared seeds. **supported** / **contradicted** needs p < 0.05 *and* "
          "|Δ| above the seed noise; anything less is **not resolved** (`nmt/claims.py`)."),
         ("- **Curves** (`curves.png`): validation loss (label-smoothed, per target token) and greedy validation BLEU "
-         "from each run's `metrics.csv`, at every validation. **Bars** (`bleu.png`): the table's mean ± std. "
+         "from each run's `metrics.csv`, at every validation; `run_curves.png` the BLEU again, one panel per variant, "
+         "with each run's best validation (★, the update of its `best.ckpt`) and its last update (dotted), the stop "
+         "reason from its results.json. **Bars** (`bleu.png`): the table's mean ± std. "
          "**Gradient norms** (`grad_norms.png`): the 2-norm of the gradient of all parameters of each encoder and "
          "decoder layer at each of the first `--log-layer-grads` updates, before clipping, per seed."),
         "- **Wall time**: seconds from start to end of the run's last train.py process (results.json).",

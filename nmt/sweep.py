@@ -400,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SWEEP_FLAGS = (" (use the sweep's own --skip, --lambda, --seeds, --config, --out, --max-steps, --patience, --min-delta, "
-               "--patience-from)")
+SWEEP_FLAGS = (" (use the sweep's own --skip, --lambda, --seeds, --config, --out, --max-steps, --patience, "
+               "--min-delta, --patience-from)")
 
 
 def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None, reserved: tuple[str, ...] = RESERVED,

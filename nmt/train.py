@@ -461,7 +461,8 @@ def _callbacks(cfg: TrainConfig, ckpt_dir: Path, best, started: float) -> tuple[
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.save_every or None,
                            enable_version_counter=False)  # never last-v1.ckpt: last.ckpt is always the newest
     clock = WallClock(started)  # the run's wall time over all its sessions, carried by the checkpoints
-    early = EarlyStopping(cfg.patience, cfg.min_delta, start=cfg.patience_from, echo=log)  # --patience; the best validation's update, always
+    # --patience, and the best validation's update (always)
+    early = EarlyStopping(cfg.patience, cfg.min_delta, start=cfg.patience_from, echo=log)
     callbacks = [best, last, RNGStates(), clock, early]  # RNG states of every process, for an exact resume
     if cfg.save_every:  # every --save-every updates *and* at the end of every epoch
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1,

@@ -249,7 +249,8 @@ def test_report_table_and_files(study):
     except ImportError:
         assert "pip install nmt[report]" in readme
     else:
-        for name in ("curves.png", "bleu.png", "grad_norms.png", "why_lesion.png", "why_similarity.png"):
+        for name in ("curves.png", "run_curves.png", "bleu.png", "grad_norms.png", "why_lesion.png",
+                     "why_similarity.png"):
             assert (report / name).stat().st_size > 1000 and f"![{name}]({name})" in readme
     # why: each variant's first seed diagnosed (the diverged run left no checkpoint), cached across reports
     assert "### Why: the diagnosis of each variant" in text and "## Why: the diagnosis of each variant" in readme
