@@ -273,7 +273,7 @@ def _curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows
 
 def _run_curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_rows: dict[Path, list[dict]]) -> str:
     """run_curves.png: one panel per variant, the validation BLEU of each of its seeds, with the update of the run's
-    best validation (★: its best.ckpt) and where and why it stopped (│, named in the legend), from results.json."""
+    best validation (★: its best.ckpt) and where it stopped (a dotted line; why, in the legend), from results.json."""
     variants = _in_order(cfgs.values())
     n_rows, n_cols = grid(len(variants), 4)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.0 * n_rows + 0.6), squeeze=False)
