@@ -374,7 +374,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    "counts the validations from update U on (default: the preset's)")
     p.add_argument("--parallel", type=int, default=1, metavar="K",
                    help="runs at once, each with cores/K threads and its share of the GPUs (default: 1)")
-    p.add_argument("--threads", type=int, default=0, help="threads per run (default: cores / --parallel)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads per run, and of the sweep's own evaluation and diagnoses once its runs are trained "
+                   "(default: cores / --parallel per run, one per core for the evaluation)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
 
 
@@ -456,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                   "tries them again", file=sys.stderr)
     if not args.report_only:
         finish_invocation(out, started)
+    report.use_threads(args.threads)  # the evaluation shares the machine as the runs did
     folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args), report.why_settings(args),
                           report.why_only(args), average)
     print(f"report written to {folder}/", flush=True)

@@ -67,3 +67,25 @@ def test_contradictory_weight_flags_are_refused(toy_runs, tmp_path, capsys):
     assert main([str(study), "--also-average-last", "-1"]) == 2
     assert "--also-average-last -1: must be ≥ 0" in capsys.readouterr().err
     assert not (study / "report").exists()
+
+
+def test_the_evaluation_runs_with_the_threads_asked_for(toy_runs, tmp_path, capsys):
+    """--threads of the report, and the sweep's own --threads for its evaluation: a report written while something
+    else trains must not put two threads on one free core."""
+    import torch
+
+    from nmt import sweep
+
+    study = study_of(toy_runs, tmp_path / "study")
+    flags = ["--limit", "10", "--beam", "1", "--bootstrap", "20", "--no-why", "--threads", "1"]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main([str(study), *flags]) == 0 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert sweep.main(["--skip", "post_ln", "--out", str(study), "--report-only", *flags]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert main([str(study), "--threads", "-1"]) == 2
+    assert "--threads -1: must be ≥ 0" in capsys.readouterr().err
