@@ -688,13 +688,19 @@ def _setup_section(sweep: dict) -> list[str]:
         config_text = "\n```yaml\n" + Path(settings["config"]).read_text() + "```\n"
     preset = (f"- Preset: `{settings['config']}` (sha256 `{settings['config_sha256'][:12]}`)" if settings.get("config")
               else "- Preset: none (train.py defaults)")
+    own = [str(i + 1) for i, inv in enumerate(sweep.get("invocations", [])) if inv.get("own_budget")]
+    same = ("Every run has the same data, preset, flags and number of updates; only `--skip`, `--lambda` and "
+            "`--seed` differ." if not own else
+            f"Every run has the same data, preset and flags; the runs of invocation{'s' if len(own) > 1 else ''} "
+            f"{', '.join(own)} had a budget of their own (`--own-budget`: its `--max-steps`, `--patience`, "
+            "`--min-delta`, `--patience-from` in its command below), all others the study's; only `--skip`, "
+            "`--lambda` and `--seed` differ otherwise.")
     return [
         "## Setup",
         "",
         preset + ", extra train.py flags:"
         f" `{' '.join(settings.get('train_args') or []) or 'none'}`, updates per run: "
-        f"{settings.get('max_steps') or 'the preset’s'}. Every run has the same data, preset, flags and number of "
-        "updates; only `--skip`, `--lambda` and `--seed` differ.",
+        f"{settings.get('max_steps') or 'the preset’s'}. " + same,
         *[f"- Invocation {i + 1}: `python -m nmt.sweep {' '.join(inv.get('argv', []))}`"
           for i, inv in enumerate(sweep.get("invocations", []))],
         ("- Identical models ran once under the canonical name ("

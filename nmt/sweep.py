@@ -199,19 +199,25 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> dict:
-    """Add this invocation to DIR/sweep.json; refuse (SweepError) one whose shared settings differ from the study's."""
+    """Add this invocation to DIR/sweep.json; refuse (SweepError) one whose shared settings differ from the study's.
+    With ``--own-budget`` the BUDGET flags are this invocation's own (recorded with it), not compared."""
     path = out / "sweep.json"
     settings = _settings(args)
+    own = bool(getattr(args, "own_budget", False))
     record = json.loads(path.read_text()) if path.is_file() else {"settings": settings, "invocations": []}
     # a setting a study recorded before it existed (an older sweep.json) was its default: None
     differs = "; ".join(f"{k}: study has {record['settings'].get(k)!r}, asked {v!r}" for k, v in settings.items()
-                        if record["settings"].get(k) != v)
+                        if record["settings"].get(k) != v and not (own and k in BUDGET))
     if differs:
+        hint = (" (a smaller budget for some variants: --own-budget)" if not own and all(
+            record["settings"].get(k) == v for k, v in settings.items() if k not in BUDGET) else "")
         raise SweepError(f"{out} holds a study trained with other settings ({differs}); its runs would not be "
-                         "comparable: use another --out")
+                         f"comparable: use another --out{hint}")
     record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv,
                                   "skip": args.skip, "lambda": args.lambdas, "seeds": args.seeds,
-                                  "parallel": args.parallel, "wall_time_s": None})
+                                  "parallel": args.parallel, "wall_time_s": None,
+                                  "budget": {name: getattr(args, name) for name in BUDGET},
+                                  **({"own_budget": True} if own else {})})
     atomic.write_text(path, json.dumps(record, indent=2) + "\n")
     return record
 
@@ -393,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=comma_list(int), default=[1], help="comma-separated seeds (default: 1)")
     p.add_argument("--out", type=Path, required=True, help="the study folder: runs/, logs/, eval/, report/")
     add_run_args(p)
+    p.add_argument("--own-budget", action="store_true",
+                   help="this invocation's runs train with their own --max-steps, --patience, --min-delta and "
+                   "--patience-from instead of the study's (e.g. a cut budget for the one-seed variants when compute "
+                   "is short); recorded in sweep.json and said in the report")
     p.add_argument("--report-only", action="store_true", help="train nothing: evaluate the runs there and report")
     evaluation = p.add_argument_group("evaluation (as evaluate.py)")
     add_scoring_args(evaluation)

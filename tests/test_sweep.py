@@ -62,7 +62,8 @@ def test_bad_commands_are_refused(capsys):
     assert "--seed after --: the sweep sets it" in capsys.readouterr().err
     assert main(["--skip", "post_ln", "--out", "x", "--dry-run", "--", "--patience", "3"]) == 2
     assert "--patience after --: the sweep sets it" in capsys.readouterr().err
-    assert main(["--skip", "post_ln", "--out", "x", "--dry-run", "--average-last", "5", "--also-average-last", "5"]) == 2
+    both = ["--average-last", "5", "--also-average-last", "5"]
+    assert main(["--skip", "post_ln", "--out", "x", "--dry-run", *both]) == 2
     assert "sweep: error: --also-average-last and --average-last together" in capsys.readouterr().err
 
 
@@ -90,6 +91,35 @@ def test_a_study_recorded_before_a_budget_flag_existed_continues_with_its_defaul
     args.patience_from = 300  # a value the study never had: refused
     with pytest.raises(sweep_module.SweepError, match="patience_from: study has None, asked 300"):
         sweep_module.record_invocation(tmp_path, args, ["--skip", "post_ln"])
+
+
+def test_an_invocation_with_a_budget_of_its_own_is_recorded_and_said_in_the_report(tmp_path):
+    import argparse
+
+    from nmt.report import _setup_section
+
+    def invocation(**changes):
+        values = dict(config=None, train_args=["--val-every", "60"], max_steps=2000, patience=4, min_delta=None,
+                      patience_from=600, skip=["post_ln"], lambdas=[1.0], seeds=[1, 2, 3], parallel=2)
+        return argparse.Namespace(**{**values, **changes})
+
+    sweep_module.record_invocation(tmp_path, invocation(), ["study"])
+    cut = invocation(max_steps=1000, skip=["xskip"], seeds=[1])
+    with pytest.raises(sweep_module.SweepError, match=r"max_steps: study has 2000, asked 1000.*: --own-budget\)"):
+        sweep_module.record_invocation(tmp_path, cut, ["cut"])
+    cut.own_budget = True
+    record = sweep_module.record_invocation(tmp_path, cut, ["cut", "--own-budget"])
+    assert record["settings"]["max_steps"] == 2000  # the study's budget stays
+    assert record["invocations"][1]["own_budget"] is True and record["invocations"][1]["budget"]["max_steps"] == 1000
+    assert record["invocations"][0]["budget"]["patience_from"] == 600 and "own_budget" not in record["invocations"][0]
+    # a budget of its own does not excuse anything else
+    other = invocation(train_args=["--val-every", "30"], own_budget=True)
+    with pytest.raises(sweep_module.SweepError, match="train_args: study has") as refused:
+        sweep_module.record_invocation(tmp_path, other, ["other"])
+    assert "--own-budget" not in str(refused.value)
+    text = "\n".join(_setup_section(json.loads((tmp_path / "sweep.json").read_text())))
+    assert "the runs of invocation 2 had a budget of their own (`--own-budget`" in text
+    assert "- Invocation 2: `python -m nmt.sweep cut --own-budget`" in text
 
 
 def test_detectable_difference_formulas():
