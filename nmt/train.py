@@ -58,7 +58,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmt import atomic, launch
-from nmt.atomic import replacing
 from nmt.config import (
     ConfigError,
     TrainConfig,
@@ -357,7 +356,7 @@ def create_run(setup: RunSetup, prepared: PreparedData) -> None:
             (run_dir / "results.json").unlink(missing_ok=True)
         if not setup.resuming:
             spm_path = run_dir / "spm.model"
-            with replacing(spm_path) as tmp:
+            with atomic.replacing(spm_path) as tmp:
                 shutil.copyfile(prepared.spm_source, tmp)
     if proc.starts_copies:  # the copies Lightning's launcher starts at trainer.fit follow this process's choice
         launch.hand_down(run_dir, setup.checkpoint)
