@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from nmt import sweep
+from nmt import atomic, sweep
 from nmt.config import read_saved_config
 from nmt.evaluate import read_results
 from nmt.plotting import legend_below, pyplot, save_figure
@@ -156,8 +156,8 @@ def write(out: Path, gain: float, baseline: str) -> dict:
     picture = figure(out, summary)
     text = markdown(summary) + (f"\n![validation curves]({picture})\n" if picture else
                                 "\n(figure left out: matplotlib is not installed)\n")
-    (out / "pilot.md").write_text(text)
-    (out / "pilot.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(out / "pilot.md", text)
+    atomic.write_text(out / "pilot.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

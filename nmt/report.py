@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from nmt import claims, evaluate
+from nmt import atomic, claims, evaluate
 from nmt.config import TrainConfig, read_saved_config
 from nmt.diagnose.figures import grid
 from nmt.diagnose.settings import DiagnosisSettings
@@ -123,7 +123,7 @@ def evaluate_runs(out: Path, settings: EvalSettings,
             else:
                 left_out.append({"run": str(run), "reason": str(e)})
             continue
-        cache.write_text(json.dumps({"key": key, "score": asdict(score)}) + "\n")
+        atomic.write_text(cache, json.dumps({"key": key, "score": asdict(score)}) + "\n")  # a kill leaves no half cache
         scores.append(score)
         print(f"{run.name}: BLEU {score.bleu:.2f}" + (" (diverged)" if score.diverged else "")
               + (f" ({score.checkpoint})" if settings.average_last else ""), flush=True)
@@ -573,18 +573,18 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     found = why(out, folder, diagnosis, diagnosed) if diagnosis is not None and (out / "runs").is_dir() else None
     if found is not None:
         markdown.append("### Why: the diagnosis of each variant\n\n" + why_markdown(found))
-    (folder / "results.md").write_text("\n\n".join(markdown) + "\n", encoding="utf-8")
+    atomic.write_text(folder / "results.md", "\n\n".join(markdown) + "\n")
     results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out,
                "diagnosis": None if found is None else {
                    "settings": diagnosis.to_dict(), "failed": found["failed"], "only": found["only"],
                    "variants": [{**r["subject"], "run": run.name, "summary": r["summary"]}
                                 for run, r in found["results"]]}}
-    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic.write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
     readme = _readme(out, settings, scoring, markdown, pictures, scores, unscored, left_out, time.time() - started,
                      found, also_average_last)
-    (folder / "README.md").write_text(readme, encoding="utf-8")
+    atomic.write_text(folder / "README.md", readme)
     return folder
 
 
