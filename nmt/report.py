@@ -104,6 +104,10 @@ def evaluate_runs(out: Path, settings: EvalSettings,
     scores, unscored, left_out = [], [], []
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []
     for run in runs:
+        if _still_open(run):
+            left_out.append({"run": str(run), "reason": "no results.json: still training, or killed before it finished "
+                                                        "(rerun the sweep's command: it resumes the run)"})
+            continue
         key = _cache_key(run, settings, scoring)
         cache = _cache_file(cache_dir, run, settings)
         if cache.is_file():
@@ -195,6 +199,14 @@ def _configured_runs(out: Path) -> dict[Path, TrainConfig]:
     runs_dir = out / "runs"
     runs = sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").is_file()) if runs_dir.is_dir() else []
     return {run: read_saved_config(run / "config.yaml") for run in runs}
+
+
+def _still_open(run: Path) -> bool:
+    """Whether ``run`` has begun training and has not ended: a config.yaml and no results.json (train.py writes it
+    when a run ends, however it ends, except on SIGKILL). Its checkpoints are a snapshot of a run in progress, kept
+    out of the report's tables and diagnosis: a report written while another invocation trains, or after a kill,
+    must not score them as that run's result."""
+    return (run / "config.yaml").is_file() and not (run / "results.json").is_file()
 
 
 def _in_order(configs) -> list[str]:
@@ -448,7 +460,7 @@ def why(out: Path, folder: Path, settings: DiagnosisSettings, only: frozenset[st
     cfgs = _configured_runs(out)
     first: dict[str, tuple[int, Path, Path]] = {}  # variant → (seed, run, checkpoint) of its first seed with weights
     for run, cfg in cfgs.items():
-        if only is not None and cfg.skip not in only:
+        if (only is not None and cfg.skip not in only) or _still_open(run):
             continue
         try:
             checkpoint = find_checkpoint(run, "best")

@@ -89,3 +89,21 @@ def test_the_evaluation_runs_with_the_threads_asked_for(toy_runs, tmp_path, caps
         torch.set_num_threads(before)
     assert main([str(study), "--threads", "-1"]) == 2
     assert "--threads -1: must be ≥ 0" in capsys.readouterr().err
+
+
+def test_a_run_still_training_or_killed_is_left_out(toy_runs, tmp_path, capsys):
+    """A run with a config.yaml and checkpoints but no results.json (another invocation is training it, or a kill -9
+    stopped it) is not scored: its best.ckpt is a snapshot, not the run's result."""
+    study = study_of(toy_runs, tmp_path / "study")
+    runs, _ = toy_runs
+    open_run = study / "runs" / "rskip_ln-lambda3-seed1"
+    open_run.mkdir()
+    for name in ("config.yaml", "checkpoints", "spm.model"):
+        (open_run / name).symlink_to(runs["rskip_ln"][0] / name)
+    assert main([str(study), "--limit", "10", "--beam", "1", "--bootstrap", "20", "--no-why"]) == 0
+    assert "rskip_ln-lambda3-seed1: BLEU" not in capsys.readouterr().out
+    assert not (study / "eval" / "rskip_ln-lambda3-seed1.json").exists()
+    data = json.loads((study / "report" / "results.json").read_text())
+    assert sorted(Path(r["run"]).name for r in data["tables"][0]["runs"]) == sorted(RUNS.values())
+    text = (study / "report" / "results.md").read_text()
+    assert f"- {open_run}: no results.json: still training, or killed before it finished" in text
