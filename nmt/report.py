@@ -700,10 +700,11 @@ def _setup_section(sweep: dict) -> list[str]:
         config_text = "\n```yaml\n" + Path(settings["config"]).read_text() + "```\n"
     preset = (f"- Preset: `{settings['config']}` (sha256 `{settings['config_sha256'][:12]}`)" if settings.get("config")
               else "- Preset: none (train.py defaults)")
-    own = [str(i + 1) for i, inv in enumerate(sweep.get("invocations", [])) if inv.get("own_budget")]
+    commands = _distinct_commands(sweep.get("invocations", []))
+    own = [str(i + 1) for i, (_, times, own_budget) in enumerate(commands) if own_budget]
     same = ("Every run has the same data, preset, flags and number of updates; only `--skip`, `--lambda` and "
             "`--seed` differ." if not own else
-            f"Every run has the same data, preset and flags; the runs of invocation{'s' if len(own) > 1 else ''} "
+            f"Every run has the same data, preset and flags; the runs of command{'s' if len(own) > 1 else ''} "
             f"{', '.join(own)} had a budget of their own (`--own-budget`: its `--max-steps`, `--patience`, "
             "`--min-delta`, `--patience-from` in its command below), all others the study's; only `--skip`, "
             "`--lambda` and `--seed` differ otherwise.")
@@ -713,12 +714,24 @@ def _setup_section(sweep: dict) -> list[str]:
         preset + ", extra train.py flags:"
         f" `{' '.join(settings.get('train_args') or []) or 'none'}`, updates per run: "
         f"{settings.get('max_steps') or 'the preset’s'}. " + same,
-        *[f"- Invocation {i + 1}: `python -m nmt.sweep {' '.join(inv.get('argv', []))}`"
-          for i, inv in enumerate(sweep.get("invocations", []))],
+        *[f"- Command {i + 1}: `python -m nmt.sweep {' '.join(argv)}`"
+          + (f" (run {times} times: each rerun went on where the one before had stopped)" if times > 1 else "")
+          for i, (argv, times, _) in enumerate(commands)],
         ("- Identical models ran once under the canonical name ("
          + "; ".join(f"{name} λ={lam:g} = {other}" for name, lam, other in identities()) + ")."),
         config_text,
     ]
+
+
+def _distinct_commands(invocations: list[dict]) -> list[tuple[tuple[str, ...], int, bool]]:
+    """[(argv, how many invocations ran it, whether with --own-budget)] in the order each was first run: rerunning
+    the same command until the sweep has finished is how a study is resumed, one line for it is enough."""
+    commands: dict[tuple[str, ...], list] = {}
+    for inv in invocations:
+        entry = commands.setdefault(tuple(inv.get("argv", [])), [0, False])
+        entry[0] += 1
+        entry[1] = entry[1] or bool(inv.get("own_budget"))
+    return [(argv, times, own_budget) for argv, (times, own_budget) in commands.items()]
 
 
 def _hardware_section(sweep: dict, provenance: dict, scores: list[RunScore], eval_s: float) -> list[str]:

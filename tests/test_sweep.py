@@ -117,9 +117,11 @@ def test_an_invocation_with_a_budget_of_its_own_is_recorded_and_said_in_the_repo
     with pytest.raises(sweep_module.SweepError, match="train_args: study has") as refused:
         sweep_module.record_invocation(tmp_path, other, ["other"])
     assert "--own-budget" not in str(refused.value)
+    sweep_module.record_invocation(tmp_path, invocation(), ["study"])  # rerun to resume: one line, counted
     text = "\n".join(_setup_section(json.loads((tmp_path / "sweep.json").read_text())))
-    assert "the runs of invocation 2 had a budget of their own (`--own-budget`" in text
-    assert "- Invocation 2: `python -m nmt.sweep cut --own-budget`" in text
+    assert "the runs of command 2 had a budget of their own (`--own-budget`" in text
+    assert "- Command 1: `python -m nmt.sweep study` (run 2 times: each rerun went on" in text
+    assert "- Command 2: `python -m nmt.sweep cut --own-budget`\n" in text
 
 
 def test_detectable_difference_formulas():
