@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 from nmt import atomic, sweep
-from nmt.config import read_saved_config
+from nmt.config import TrainConfig, read_saved_config
 from nmt.evaluate import read_results
 from nmt.plotting import legend_below, pyplot, save_figure
 from nmt.report import metric_series, read_metrics
@@ -127,8 +128,9 @@ def markdown(summary: dict) -> str:
     return f"# Pilot: the training setting, chosen on the validation set\n\n{table}\n\n{choice}\n\n{rule}\n"
 
 
-def figure(out: Path, summary: dict) -> str | None:
-    """OUT/pilot.png: validation BLEU and loss against updates, one line per run (None without matplotlib)."""
+def figure(out: Path, summary: dict, name: str = "pilot.png") -> str | None:
+    """OUT/pilot.png (or ``name``): validation BLEU and loss against updates, one line per run (None without
+    matplotlib)."""
     plt = pyplot()
     if plt is None or not summary["runs"]:
         return None
@@ -147,7 +149,7 @@ def figure(out: Path, summary: dict) -> str | None:
         ax.set_title(title)
     entries = list(zip(*axes[0].get_legend_handles_labels()))
     legend_below(fig, entries, ncol=3)
-    return save_figure(plt, fig, out / "pilot.png", dpi=120)
+    return save_figure(plt, fig, out / name, dpi=120)
 
 
 def write(out: Path, gain: float, baseline: str) -> dict:
@@ -159,6 +161,40 @@ def write(out: Path, gain: float, baseline: str) -> dict:
     atomic.write_text(out / "pilot.md", text)
     atomic.write_text(out / "pilot.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def in_report(pilot_dir: Path, folder: Path, study: TrainConfig | None,
+              study_max_steps: int | None) -> tuple[str, dict]:
+    """The pilot in ``pilot_dir`` as a section of a study's report written into ``folder`` (``--pilot`` of
+    ``nmt.report`` and ``nmt.sweep``): its commands, its table, choice and budget read afresh from its runs, its
+    curves as ``folder/pilot_<name>.png``, and whether the study trains at the chosen setting and budget
+    (``study``: the config of one of the study's runs; ``study_max_steps``: the study's ``--max-steps``).
+    Returns (Markdown, the summary); raises ValueError for a folder without ``pilot.json``."""
+    from nmt.report import distinct_commands
+
+    try:
+        written = json.loads((pilot_dir / "pilot.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--pilot {pilot_dir}: no readable pilot.json ({e}); python -m nmt.pilot --out "
+                         f"{pilot_dir} writes it") from None
+    summary = summarise(pilot_dir, written.get("plateau_gain", 0.3), written["baseline"])
+    record = json.loads((pilot_dir / "sweep.json").read_text()) if (pilot_dir / "sweep.json").is_file() else {}
+    commands = [f"- `python -m nmt.pilot {' '.join(argv)}`" + (f" (run {times} times)" if times > 1 else "")
+                for argv, times, _ in distinct_commands(record.get("invocations", []))]
+    checks, chosen, budget = [], summary["chosen"], summary["budget"]
+    if chosen and study is not None:
+        same = math.isclose(study.lr, chosen["lr"], rel_tol=1e-9) and study.warmup == chosen["warmup"]
+        checks.append(f"The study trains at this setting (`--lr {study.lr:g} --warmup {study.warmup}`)." if same else
+                      f"**The study does not train at this setting**: its runs have `--lr {study.lr:g} --warmup "
+                      f"{study.warmup}`.")
+    if budget and study_max_steps:
+        checks.append(f"The study's budget is `--max-steps {study_max_steps}`"
+                      + (", this plateau." if study_max_steps == budget else f"; this pilot's plateau: {budget:,}."))
+    picture = figure(folder, summary, f"pilot_{pilot_dir.name}.png")
+    body = markdown(summary).split("\n", 2)[2]  # without its title: the report gives it one
+    text = "\n".join([f"### {pilot_dir.name}", "", *commands, "", body.rstrip("\n"), *([""] + checks if checks else []),
+                      *(["", f"![{picture}]({picture})"] if picture else [])])
+    return text, summary
 
 
 def build_parser() -> argparse.ArgumentParser:

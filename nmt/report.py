@@ -20,7 +20,9 @@
   diagnosis's summary numbers and ``why_*.png``, the diagnoses' figures side by side (``--no-why``: none;
   ``--why-only post_ln,pre_ln``: those variants only);
 - ``README.md``: setup, hardware, wall time, provenance (git commits, package versions), and how every
-  number was obtained.
+  number was obtained; with ``--pilot DIR ...`` also how the setting and budget were chosen (``nmt.pilot``'s
+  tables and ``pilot_<DIR name>.png``, checked against the study's runs);
+- runs without a results.json (still training, or killed) are listed as left out, neither scored nor diagnosed.
 
 Evaluations are cached per run in ``DIR/eval/<run>.json`` (keyed by the run's results.json and the
 evaluation settings), so a rerun after one more run re-translates only that one; diagnoses likewise in
@@ -36,6 +38,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -548,11 +551,13 @@ WHY = DiagnosisSettings()
 
 
 def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis: DiagnosisSettings | None = WHY,
-          diagnosed: frozenset[str] | None = None, also_average_last: int = 0) -> Path:
+          diagnosed: frozenset[str] | None = None, also_average_last: int = 0,
+          pilots: Sequence[Path] = ()) -> Path:
     """Evaluate every run of the study ``out`` and write ``out/report/``; returns that folder. ``diagnosis``: the
     settings of the "Why" section's diagnoses (None: no such section); ``diagnosed``: the variants (``--skip`` names)
     it diagnoses (None: all); ``also_average_last`` N > 0: also score every run with the average of its last N
-    periodic checkpoints, in tables of their own after those of ``settings``' weights (which decide the claims)."""
+    periodic checkpoints, in tables of their own after those of ``settings``' weights (which decide the claims);
+    ``pilots``: ``nmt.pilot`` folders that chose the study's setting and budget, a section of their own."""
     started = time.time()
     folder = out / "report"
     folder.mkdir(parents=True, exist_ok=True)
@@ -586,7 +591,9 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     if found is not None:
         markdown.append("### Why: the diagnosis of each variant\n\n" + why_markdown(found))
     atomic.write_text(folder / "results.md", "\n\n".join(markdown) + "\n")
+    pilot_lines, pilot_data = pilot_sections(out, folder, pilots)
     results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out,
+               "pilots": pilot_data,
                "diagnosis": None if found is None else {
                    "settings": diagnosis.to_dict(), "failed": found["failed"], "only": found["only"],
                    "variants": [{**r["subject"], "run": run.name, "summary": r["summary"]}
@@ -595,9 +602,30 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
     readme = _readme(out, settings, scoring, markdown, pictures, scores, unscored, left_out, time.time() - started,
-                     found, also_average_last)
+                     found, also_average_last, pilot_lines)
     atomic.write_text(folder / "README.md", readme)
     return folder
+
+
+def pilot_sections(out: Path, folder: Path, pilots: Sequence[Path]) -> tuple[list[str], list[dict]]:
+    """The README's section on how the study's setting and budget were chosen, one subsection per ``nmt.pilot``
+    folder (``--pilot``), checked against the study's own runs; and the pilots' summaries for results.json."""
+    if not pilots:
+        return [], []
+    from nmt import pilot
+
+    study = next(iter(_configured_runs(out).values()), None)
+    sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
+    max_steps = sweep.get("settings", {}).get("max_steps")
+    texts, data = [], []
+    for pilot_dir in pilots:
+        text, summary = pilot.in_report(pilot_dir, folder, study, max_steps)
+        texts.append(text)
+        data.append({"folder": str(pilot_dir), **summary})
+    intro = ("Chosen on the validation set before the study's runs (`python -m nmt.pilot`): the baseline's peak "
+             "learning rate and warm-up from a grid of short runs, the budget from where a long run at that setting "
+             "stops gaining. The tables and curves are read afresh from the pilots' runs.")
+    return ["## How the setting and budget were chosen: the pilot", "", intro, "", "\n\n".join(texts), ""], data
 
 
 def weights_label(settings: EvalSettings) -> str:
@@ -668,7 +696,7 @@ def _mdd_text(mdd: dict | None) -> str:
 
 def _readme(out: Path, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str], pictures: list[str],
             scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
-            found: dict | None = None, also_average_last: int = 0) -> str:
+            found: dict | None = None, also_average_last: int = 0, pilot_lines: Sequence[str] = ()) -> str:
     """The report's README.md: setup, hardware and wall time, provenance, results, figures, and the protocol."""
     sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
     provenance = _provenance(out)
@@ -680,6 +708,7 @@ def _readme(out: Path, settings: EvalSettings, scoring: ScoringSettings, markdow
          f"{len(left_out)} left out."),
         "",
         *_setup_section(sweep),
+        *pilot_lines,
         *_hardware_section(sweep, provenance, scores, eval_s),
         *_provenance_section(provenance),
         "## Results",
@@ -700,7 +729,7 @@ def _setup_section(sweep: dict) -> list[str]:
         config_text = "\n```yaml\n" + Path(settings["config"]).read_text() + "```\n"
     preset = (f"- Preset: `{settings['config']}` (sha256 `{settings['config_sha256'][:12]}`)" if settings.get("config")
               else "- Preset: none (train.py defaults)")
-    commands = _distinct_commands(sweep.get("invocations", []))
+    commands = distinct_commands(sweep.get("invocations", []))
     own = [str(i + 1) for i, (_, times, own_budget) in enumerate(commands) if own_budget]
     same = ("Every run has the same data, preset, flags and number of updates; only `--skip`, `--lambda` and "
             "`--seed` differ." if not own else
@@ -723,7 +752,7 @@ def _setup_section(sweep: dict) -> list[str]:
     ]
 
 
-def _distinct_commands(invocations: list[dict]) -> list[tuple[tuple[str, ...], int, bool]]:
+def distinct_commands(invocations: list[dict]) -> list[tuple[tuple[str, ...], int, bool]]:
     """[(argv, how many invocations ran it, whether with --own-budget)] in the order each was first run: rerunning
     the same command until the sweep has finished is how a study is resumed, one line for it is enough."""
     commands: dict[tuple[str, ...], list] = {}
@@ -843,6 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scoring_args(p)
     add_eval_args(p, with_average_last=True)
     add_also_average_arg(p)
+    add_pilot_arg(p)
     add_why_arg(p)
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="torch threads of the evaluation and the diagnoses (default: torch's, one per core). On a "
@@ -869,6 +899,21 @@ def add_also_average_arg(parser) -> None:
                         help="also score each run with the average of its last N periodic checkpoints "
                         "(step-<N>.ckpt: train with --save-every), in tables of their own after best.ckpt's; the "
                         "claims stay decided on best.ckpt (default: best.ckpt only)")
+
+
+def add_pilot_arg(parser) -> None:
+    """``--pilot DIR ...``, shared by ``python -m nmt.report`` and ``python -m nmt.sweep``."""
+    parser.add_argument("--pilot", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="nmt.pilot folders (its --out) that chose this study's learning rate, warm-up and "
+                        "budget: the report shows their tables and curves and checks the study against them")
+
+
+def pilots(args) -> list[Path]:
+    """``--pilot``'s folders, each checked for the pilot.json that nmt.pilot writes; raises FlagError naming it."""
+    for folder in args.pilot:
+        if not (folder / "pilot.json").is_file():
+            raise FlagError(f"--pilot {folder}: no pilot.json there (python -m nmt.pilot --out {folder} writes it)")
+    return list(args.pilot)
 
 
 def also_average_last(args) -> int:
@@ -922,7 +967,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: error: {args.out} holds no runs/ folder", file=sys.stderr)
         return 2
     try:
-        average = also_average_last(args)
+        average, chosen_by = also_average_last(args), pilots(args)
         if args.threads < 0:
             raise FlagError(f"--threads {args.threads}: must be ≥ 0 (0: one per core)")
     except FlagError as e:
@@ -930,7 +975,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     use_threads(args.threads)
     folder = build(args.out, EvalSettings.from_args(args), ScoringSettings.from_args(args), why_settings(args),
-                   why_only(args), average)
+                   why_only(args), average, chosen_by)
     print(f"report written to {folder}/")
     return 0
 

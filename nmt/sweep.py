@@ -408,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scoring_args(evaluation)
     add_eval_args(evaluation, with_average_last=True)
     report.add_also_average_arg(evaluation)
+    report.add_pilot_arg(evaluation)
     report.add_why_arg(evaluation)
     return p
 
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         plan = make_plan(args.skip, args.lambdas, args.seeds)
-        average = report.also_average_last(args)
+        average, chosen_by = report.also_average_last(args), report.pilots(args)
     except (SweepError, report.FlagError) as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
@@ -470,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         finish_invocation(out, started)
     report.use_threads(args.threads)  # the evaluation shares the machine as the runs did
     folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args), report.why_settings(args),
-                          report.why_only(args), average)
+                          report.why_only(args), average, chosen_by)
     print(f"report written to {folder}/", flush=True)
     return 1 if not args.report_only and failed else 0
 

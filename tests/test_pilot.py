@@ -139,3 +139,49 @@ def test_figure_is_drawn_when_matplotlib_is_there(grid):
     pytest.importorskip("matplotlib")
     assert (grid["out"] / "pilot.png").stat().st_size > 10_000
     assert "![validation curves](pilot.png)" in (grid["out"] / "pilot.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------- in the study's report
+def test_the_study_report_shows_its_pilots_and_checks_the_study_against_them(tmp_path, capsys):
+    from nmt.pilot import write
+    from nmt.report import main as report_main
+    from nmt.report import pilot_sections
+
+    grid, long = tmp_path / "pilot-grid", tmp_path / "pilot-long"
+    fake_run(grid, "g1", "post_ln", 1e-3, [5.0, 20.0, 19.0])
+    fake_run(grid, "g2", "post_ln", 2e-3, [8.0, 24.0, 25.5])
+    write(grid, 0.3, "post_ln")
+    argv = ["--skip", "post_ln", "--lr", "1e-3,2e-3", "--warmup", "100", "--out", "pilot-grid"]
+    (grid / "sweep.json").write_text(json.dumps({"invocations": [{"argv": argv}, {"argv": argv}]}))
+    fake_run(long, "long", "post_ln", 2e-3, [0.0, 0.0, 0.0, 2.0, 6.0, 10.0, 14.0, 17.0, 19.0, 20.0, 20.5, 20.8,
+                                             21.0, 21.1, 21.15, 21.2])
+    write(long, 0.5, "post_ln")  # the pilot's own --plateau-gain is the one the report uses: plateau at 1600
+
+    def study(lr, max_steps):
+        out = tmp_path / f"study-{lr:g}-{max_steps}"
+        fake_run(out, "post_ln-lambda1-seed1", "post_ln", lr, [1.0])
+        (out / "sweep.json").write_text(json.dumps({"settings": {"max_steps": max_steps}, "invocations": []}))
+        (out / "report").mkdir()
+        return out
+
+    out = study(2e-3, 1600)
+    lines, data = pilot_sections(out, out / "report", [grid, long])
+    text = "\n".join(lines)
+    assert text.startswith("## How the setting and budget were chosen: the pilot")
+    assert text.index("### pilot-grid") < text.index("### pilot-long")
+    assert f"- `python -m nmt.pilot {' '.join(argv)}` (run 2 times)" in text
+    assert "Chosen: peak learning rate **0.002**, warm-up **100**" in text  # pilot.md's own text, its title left out
+    assert "# Pilot:" not in text
+    assert text.count("The study trains at this setting (`--lr 0.002 --warmup 100`).") == 2
+    assert "The study's budget is `--max-steps 1600`, this plateau." in text
+    assert [d["folder"] for d in data] == [str(grid), str(long)] and data[1]["budget"] == 1600
+    if (out / "report" / "pilot_pilot-grid.png").is_file():  # with matplotlib: each pilot's curves, in the report
+        assert "![pilot_pilot-grid.png](pilot_pilot-grid.png)" in text
+
+    other = study(1e-3, 1200)
+    text = "\n".join(pilot_sections(other, other / "report", [grid, long])[0])
+    assert "**The study does not train at this setting**: its runs have `--lr 0.001 --warmup 100`." in text
+    assert "The study's budget is `--max-steps 1200`; this pilot's plateau: 1,600." in text
+
+    assert report_main([str(out), "--pilot", str(tmp_path / "nowhere")]) == 2
+    assert f"--pilot {tmp_path / 'nowhere'}: no pilot.json there" in capsys.readouterr().err
