@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from nmt import atomic
 from nmt.config import resolve_precision
 from nmt.model import ARCHS
 from nmt.progress import quiet_lightning
@@ -511,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     print("\n" + markdown(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic.write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

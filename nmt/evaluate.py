@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nmt import atomic
 from nmt.config import ConfigError, TrainConfig, read_saved_config
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.residual import BASELINE, variant_order
@@ -341,8 +342,9 @@ def signatures_markdown(first: RunScore, with_extra: bool = True) -> str:
 
 
 def write_results_csv(path: Path, tables: list[dict]) -> None:
-    """Every row of every table in one CSV, each labelled with its table's comparability key."""
-    with open(path, "w", newline="") as f:
+    """Every row of every table in one CSV, each labelled with its table's comparability key (written beside and
+    renamed into place, as every other table: a kill leaves the previous one)."""
+    with atomic.replacing(path) as tmp, open(tmp, "w", newline="") as f:
         fieldnames = ["comparable"] + sorted({k for t in tables for r in t["rows"] for k in r})
         writer = csv.DictWriter(f, fieldnames=fieldnames)
         writer.writeheader()
@@ -378,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for score in scores:
         hypotheses = args.out / f"{Path(score.run).name}.{scoring.split}.hyp"
-        hypotheses.write_text("".join(h + "\n" for h in score.hypotheses), encoding="utf-8")
+        atomic.write_text(hypotheses, "".join(h + "\n" for h in score.hypotheses))
     text, tables = _tables(scores, scoring)
     if skipped:
         text += "\n\nSkipped:\n" + "\n".join(f"- {entry['run']}: {entry['reason']}" for entry in skipped)
     print("\n" + text)
-    (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
-    (args.out / "results.json").write_text(json.dumps({"tables": tables, "skipped": skipped}, indent=2) + "\n")
+    atomic.write_text(args.out / "results.md", text + "\n")
+    atomic.write_text(args.out / "results.json", json.dumps({"tables": tables, "skipped": skipped}, indent=2) + "\n")
     write_results_csv(args.out / "results.csv", tables)
     print(f"\nwritten to {args.out}/ (results.md, results.csv, results.json, hypotheses) in "
           f"{time.time() - started:.0f} s")

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from nmt import atomic
+
 PACKAGES = ("torch", "lightning", "sentencepiece", "sacrebleu", "torchmetrics", "numpy", "nmt")
 
 
@@ -90,4 +92,4 @@ def write(path: Path, record: dict) -> None:
             record["previous"] = [*old.pop("previous", []), old]
         except (OSError, ValueError):
             pass
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")

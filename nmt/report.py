@@ -32,7 +32,6 @@ evaluation settings), so a rerun after one more run re-translates only that one;
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics
@@ -48,6 +47,7 @@ from nmt.diagnose.figures import grid
 from nmt.diagnose.settings import DiagnosisSettings
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import BASELINE, RunNotEvaluable, RunScore
+from nmt.metrics_csv import metric_series, read_metrics
 from nmt.plotting import legend_below, pyplot, save_figure
 from nmt.residual import UnknownVariant, identities, residual_class, variant_order
 from nmt.tables import MISSING, cell, markdown_table
@@ -178,25 +178,6 @@ def add_unscored(rows: list[dict], unscored: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- figures
-def read_metrics(run: Path) -> list[dict]:
-    """The rows of the run's metrics.csv (empty without one)."""
-    path = run / "metrics.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def metric_series(rows: list[dict], column: str) -> tuple[list[int], list[float]]:
-    """(updates, values) of the rows that logged ``column``."""
-    xs, ys = [], []
-    for r in rows:
-        if r.get(column) not in (None, "") and r.get("step"):
-            xs.append(int(float(r["step"])))
-            ys.append(float(r[column]))
-    return xs, ys
-
-
 def _configured_runs(out: Path) -> dict[Path, TrainConfig]:
     """{run directory: its config.yaml} for every run of the study that has one, in name order."""
     runs_dir = out / "runs"
@@ -612,14 +593,17 @@ def pilot_sections(out: Path, folder: Path, pilots: Sequence[Path]) -> tuple[lis
     folder (``--pilot``), checked against the study's own runs; and the pilots' summaries for results.json."""
     if not pilots:
         return [], []
-    from nmt import pilot
+    from nmt.pilot_summary import in_report
 
     study = next(iter(_configured_runs(out).values()), None)
     sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
     max_steps = sweep.get("settings", {}).get("max_steps")
     texts, data = [], []
     for pilot_dir in pilots:
-        text, summary = pilot.in_report(pilot_dir, folder, study, max_steps)
+        record = json.loads((pilot_dir / "sweep.json").read_text()) if (pilot_dir / "sweep.json").is_file() else {}
+        commands = [f"- `python -m nmt.pilot {' '.join(argv)}`" + (f" (run {times} times)" if times > 1 else "")
+                    for argv, times, _ in distinct_commands(record.get("invocations", []))]
+        text, summary = in_report(pilot_dir, folder, commands, study, max_steps)
         texts.append(text)
         data.append({"folder": str(pilot_dir), **summary})
     intro = ("Chosen on the validation set before the study's runs (`python -m nmt.pilot`): the baseline's peak "

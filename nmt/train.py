@@ -595,7 +595,7 @@ def _wall_time(clock) -> dict:
 def _report(run_dir: Path, data, result: dict, trainer, best, best_path, clock, ended: dict) -> None:
     import sacrebleu
 
-    (run_dir / "test.hyp").write_text("".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
+    atomic.write_text(run_dir / "test.hyp", "".join(h + "\n" for h in result["hypotheses"]))
     protocol = data.corpus.protocol
     copy = sacrebleu.corpus_bleu(data.sources("test"), [data.references("test")], tokenize=protocol.bleu_tokenize,
                                  force=protocol.bleu_tokenize == "none")

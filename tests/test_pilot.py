@@ -8,7 +8,8 @@ import pytest
 from conftest import metrics, synthetic_corpus, train_command
 
 from nmt.config import make_config, read_saved_config, save_config
-from nmt.pilot import gains, main, markdown, plateau, summarise
+from nmt.pilot import main
+from nmt.pilot_summary import gains, markdown, plateau, summarise
 
 TRAIN = ["--data", "corpus", "--arch", "tiny", "--vocab-size", "400", "--max-tokens", "512", "--val-every", "10",
          "--log-every", "5"]
@@ -143,7 +144,7 @@ def test_figure_is_drawn_when_matplotlib_is_there(grid):
 
 # ------------------------------------------------------------------------------------------- in the study's report
 def test_the_study_report_shows_its_pilots_and_checks_the_study_against_them(tmp_path, capsys):
-    from nmt.pilot import write
+    from nmt.pilot_summary import write
     from nmt.report import main as report_main
     from nmt.report import pilot_sections
 
