@@ -382,8 +382,10 @@ class Transformer(nn.Module):
                 init(sublayer)
 
     def residual_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """Every (residual block, the sublayer it wraps): the encoder's in the order they compute, then the decoder's."""
-        return [pair for stack in (self.encoder, self.decoder) for layer in stack.layers for pair in layer.residual_pairs()]
+        """Every (residual block, the sublayer it wraps): the encoder's in the order they compute, then the
+        decoder's."""
+        return [pair for stack in (self.encoder, self.decoder)
+                for layer in stack.layers for pair in layer.residual_pairs()]
 
     @property
     def needs_data_init(self) -> bool:

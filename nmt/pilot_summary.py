@@ -149,9 +149,9 @@ def write(out: Path, gain: float, baseline: str) -> dict:
 def in_report(pilot_dir: Path, folder: Path, commands: list[str], study: TrainConfig | None,
               study_max_steps: int | None) -> tuple[str, dict]:
     """The pilot in ``pilot_dir`` as a section of a study's report written into ``folder`` (``--pilot`` of
-    ``nmt.report`` and ``nmt.sweep``): its ``commands`` (Markdown lines), its table, choice and budget read afresh from its runs, its
-    curves as ``folder/pilot_<name>.png``, and whether the study trains at the chosen setting and budget
-    (``study``: the config of one of the study's runs; ``study_max_steps``: the study's ``--max-steps``).
+    ``nmt.report`` and ``nmt.sweep``): its ``commands`` (Markdown lines), its table, choice and budget read afresh
+    from its runs, its curves as ``folder/pilot_<name>.png``, and whether the study trains at the chosen setting
+    and budget (``study``: the config of one of the study's runs; ``study_max_steps``: the study's ``--max-steps``).
     Returns (Markdown, the summary); raises ValueError for a folder without ``pilot.json``."""
     try:
         written = json.loads((pilot_dir / "pilot.json").read_text())

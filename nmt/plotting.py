@@ -25,7 +25,8 @@ def pyplot():
 
 
 def save_figure(plt, fig, path: Path, dpi: int) -> str:
-    """Write ``fig`` to ``path`` atomically (a temporary file renamed into place) and close it; returns the file name."""
+    """Write ``fig`` to ``path`` atomically (a temporary file renamed into place) and close it; returns the file
+    name."""
     try:
         with replacing(path) as tmp:
             fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None)

@@ -718,7 +718,8 @@ def check_lambda(name: str, lam: float) -> float:
     return check(lam) if check is not None else lam
 
 
-def build_residual(name: str, d_model: int, lam: float = 1.0, dropout: float = 0.0, place: Place | None = None) -> nn.Module:
+def build_residual(name: str, d_model: int, lam: float = 1.0, dropout: float = 0.0,
+                   place: Place | None = None) -> nn.Module:
     """Build the residual block ``name`` (see ``residual_class``) for a model of width ``d_model`` at ``place``."""
     cls = residual_class(name)
     parameters = inspect.signature(cls).parameters.values()
@@ -751,7 +752,8 @@ def same_model(name: str, lam: float) -> str | None:
 
 def identities() -> list[tuple[str, float, str]]:
     """Every (variant, λ, the variant it equals at λ = 1) the registered classes declare."""
-    return [(name, float(lam), other) for name, cls in RESIDUALS.items() for lam, other in getattr(cls, "same_as", {}).items()]
+    return [(name, float(lam), other)
+            for name, cls in RESIDUALS.items() for lam, other in getattr(cls, "same_as", {}).items()]
 
 
 def variant_order(name: str, lam: float = 1.0) -> tuple:

@@ -101,7 +101,8 @@ def logged_layer_gradients(metrics_csv: Path) -> dict | None:
         return None
     out = {"steps": [int(float(r["step"])) for r in rows]}
     for side in measures.SIDES:
-        columns = sorted((k for k in rows[0] if k.startswith(f"grad_norm/{side}.")), key=lambda c: int(c.split(".")[-1]))
+        columns = sorted((k for k in rows[0] if k.startswith(f"grad_norm/{side}.")),
+                         key=lambda c: int(c.split(".")[-1]))
         out[side] = [[_number(r.get(c)) for r in rows] for c in columns]
     return out
 
@@ -233,7 +234,8 @@ def summary_markdown(result: dict, pictures: list[str]) -> str:
         f"hidden-state, shattered-gradient and similarity measurements on the first {s['batches']} batches of them "
         f"({sum(s['batch_sentences'])} sentences, ≤ {settings['max_tokens']} padded tokens a batch), the lesion study "
         f"on all of them (greedy decoding, sacreBLEU)."),
-        (f"- {total / 60:.1f} min (" + ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in result["seconds"].items())
+        (f"- {total / 60:.1f} min ("
+         + ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in result["seconds"].items())
          + "). Every number is in `diagnosis.json`; the measurements are defined in `python -m nmt.diagnose --help` "
         "and the README's section on diagnosis."),
         "",

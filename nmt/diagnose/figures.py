@@ -280,7 +280,8 @@ def similarity(plt, results: list[dict], path: Path, what: str = "") -> str:
             set_ticks(shown)
             set_labels([ticks[i] for i in shown], fontsize=7)
         ax.set_title(f"{r['subject']['label']}: {side}" if len(results) > 1 else side, fontsize=9)
-    fig.suptitle(f"linear CKA between layer outputs (1 = the same representation): {_title(results, what)}", fontsize=11)
+    fig.suptitle(f"linear CKA between layer outputs (1 = the same representation): {_title(results, what)}",
+                 fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.92, 1))
     if image is not None:
         fig.colorbar(image, cax=fig.add_axes((0.935, 0.15, 0.015, 0.7)), label="linear CKA")
