@@ -822,8 +822,10 @@ def _protocol_section(settings: EvalSettings, scoring: ScoringSettings, also_ave
            f"the elementwise average of the parameters of their newest {also_average_last} `step-<N>.ckpt` "
            "(`python -m nmt.average`; the run trained with `--save-every`), decoded alike; the claims are decided "
            "on the first table only." if also_average_last else ""),
-        ("- **updates**, **tgt tokens**: those of the checkpoint evaluated (with `best.ckpt`, the update with the best "
-         "validation BLEU, which may come before the last), mean over the seeds."),
+        ("- **updates**, **tgt tokens**, **skipped updates**: those of the checkpoint evaluated (with `best.ckpt`, the "
+         "update with the best validation BLEU, which may come before the last), mean over the seeds for the first "
+         "two, summed for the updates skipped as non-finite up to it (a run's own total is in its results.json, "
+         "`nonfinite_skipped`); **stopped (at update)**: how and where each run ended."),
         ("- **mean ± std**: over the seeds of a variant that did not diverge (sample standard deviation; 0 with one "
          "seed). **diverged**: runs stopped by `--max-nonfinite` consecutive non-finite updates, counted and never "
          "averaged in; a run that diverged before its first checkpoint has no BLEU."),
