@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = write(out, args.plateau_gain, args.skip[0])
     chosen = summary["chosen"]
     print(f"{out / 'pilot.md'} written" + (f"; chosen: --lr {chosen['lr']:g} --warmup {chosen['warmup']}"
-                                            if chosen else ""), flush=True)
+                                            if chosen else "")
+          + (f" — on the edge of the grid ({', '.join(summary['edge'])}): extend it" if summary["edge"] else ""),
+          flush=True)
     return 0
 
 

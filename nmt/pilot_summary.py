@@ -78,7 +78,22 @@ def summarise(out: Path, gain: float, baseline: str) -> dict:
     candidates = [r for r in rows if r["skip"] == baseline and not r["diverged"] and r["best_bleu"] is not None]
     chosen = max(candidates, key=lambda r: (r["best_bleu"], -(r["final_loss"] or 0.0)), default=None)
     return {"runs": rows, "baseline": baseline, "chosen": chosen and {k: chosen[k] for k in ("run", "lr", "warmup")},
-            "budget": chosen and chosen["plateau"], "plateau_gain": gain, "quarter": QUARTER}
+            "budget": chosen and chosen["plateau"], "plateau_gain": gain, "quarter": QUARTER,
+            "edge": grid_edge(chosen, [r for r in rows if r["skip"] == baseline])}
+
+
+def grid_edge(chosen: dict | None, runs: list[dict]) -> list[str]:
+    """Where the chosen run sits on the edge of the grid the baseline's ``runs`` span: "lowest lr", "highest
+    warmup", … for each setting the grid varies (two values or more). A choice on the edge says the best may lie
+    beyond the grid: extend it that way before trusting the choice."""
+    if chosen is None:
+        return []
+    edge = []
+    for key, name in (("lr", "peak learning rate"), ("warmup", "warm-up")):
+        values = sorted({r[key] for r in runs})
+        if len(values) > 1 and chosen[key] in (values[0], values[-1]):
+            edge.append(f"{'lowest' if chosen[key] == values[0] else 'highest'} {name} ({chosen[key]:g})")
+    return edge
 
 
 def markdown(summary: dict) -> str:
@@ -105,6 +120,10 @@ def markdown(summary: dict) -> str:
     elif chosen:
         choice += (f" No budget yet: that run still gains {summary['plateau_gain']:g} BLEU or more over its last "
                    "quarter (train it longer, e.g. as a grid of this one point).")
+    if summary.get("edge"):
+        choice += (f" **On the edge of the grid**: the {' and the '.join(summary['edge'])} of those tried; a better "
+                   "setting may lie beyond it: extend the grid that way (rerun with the next value added; the runs "
+                   "already trained are kept).")
     rule = (f"Plateau: the first validation from which on the best validation BLEU so far gains less than "
             f"{summary['plateau_gain']:g} over the last {summary['quarter']:.0%} of the run so far (— : still "
             "gaining at the run's end).")

@@ -67,6 +67,19 @@ def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     assert summary["budget"] is None and "No budget yet: that run still gains 0.3 BLEU or more" in text
 
 
+def test_a_choice_on_the_edge_of_the_grid_is_flagged(tmp_path):
+    fake_run(tmp_path, "a", "post_ln", 5e-4, [8.0, 24.0, 25.5])
+    fake_run(tmp_path, "b", "post_ln", 1e-3, [5.0, 20.0, 21.0])
+    fake_run(tmp_path, "c", "rskip_ln", 2.5e-4, [9.0, 30.0, 31.0])  # not the baseline: not part of its grid
+    summary = summarise(tmp_path, gain=0.3, baseline="post_ln")
+    assert summary["chosen"]["lr"] == 5e-4 and summary["edge"] == ["lowest peak learning rate (0.0005)"]
+    assert "**On the edge of the grid**: the lowest peak learning rate (0.0005) of those tried" in markdown(summary)
+    fake_run(tmp_path, "d", "post_ln", 2.5e-4, [4.0, 15.0, 18.0])  # the grid extended below: now inside it
+    summary = summarise(tmp_path, gain=0.3, baseline="post_ln")
+    assert summary["chosen"]["run"] == "a" and summary["edge"] == []
+    assert "edge of the grid" not in markdown(summary)
+
+
 def test_the_budget_is_the_plateau_of_the_baselines_long_run(tmp_path):
     fake_run(tmp_path, "long", "post_ln", 1e-3, [0.0, 0.0, 0.0, 2.0, 6.0, 10.0, 14.0, 17.0, 19.0, 20.0, 20.5, 20.8,
                                                 21.0, 21.1, 21.15, 21.2])
