@@ -108,8 +108,9 @@ def evaluate_runs(out: Path, settings: EvalSettings,
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []
     for run in runs:
         if _still_open(run):
-            left_out.append({"run": str(run), "reason": "no results.json: still training, or killed before it finished "
-                                                        "(rerun the sweep's command: it resumes the run)"})
+            left_out.append({"run": str(run), "reason": "no results.json: still training, killed or failed before it "
+                                                        "finished (its log says which; rerunning the sweep's command "
+                                                        "resumes it)"})
             continue
         key = _cache_key(run, settings, scoring)
         cache = _cache_file(cache_dir, run, settings)

@@ -106,4 +106,4 @@ def test_a_run_still_training_or_killed_is_left_out(toy_runs, tmp_path, capsys):
     data = json.loads((study / "report" / "results.json").read_text())
     assert sorted(Path(r["run"]).name for r in data["tables"][0]["runs"]) == sorted(RUNS.values())
     text = (study / "report" / "results.md").read_text()
-    assert f"- {open_run}: no results.json: still training, or killed before it finished" in text
+    assert f"- {open_run}: no results.json: still training, killed or failed before it finished" in text
