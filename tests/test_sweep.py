@@ -65,6 +65,8 @@ def test_bad_commands_are_refused(capsys):
     both = ["--average-last", "5", "--also-average-last", "5"]
     assert main(["--skip", "post_ln", "--out", "x", "--dry-run", *both]) == 2
     assert "sweep: error: --also-average-last and --average-last together" in capsys.readouterr().err
+    assert main(["--skip", "post_ln", "--out", "x", "--dry-run", "--pilot", "no/pilot/here"]) == 2
+    assert "sweep: error: --pilot no/pilot/here: no pilot.json there" in capsys.readouterr().err
 
 
 def test_the_budget_flags_reach_every_run_fresh_or_resumed():
