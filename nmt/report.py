@@ -22,7 +22,8 @@
 - ``README.md``: setup, hardware, wall time, provenance (git commits, package versions), and how every
   number was obtained; with ``--pilot DIR ...`` also how the setting and budget were chosen (``nmt.pilot``'s
   tables and ``pilot_<DIR name>.png``, checked against the study's runs);
-- runs without a results.json (still training, or killed) are listed as left out, neither scored nor diagnosed.
+- runs without a results.json (still training, killed or failed) are listed as left out, neither scored nor
+  diagnosed.
 
 Evaluations are cached per run in ``DIR/eval/<run>.json`` (keyed by the run's results.json and the
 evaluation settings), so a rerun after one more run re-translates only that one; diagnoses likewise in
@@ -48,6 +49,7 @@ from nmt.diagnose.settings import DiagnosisSettings
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import BASELINE, RunNotEvaluable, RunScore
 from nmt.metrics_csv import metric_series, read_metrics
+from nmt.pilot_summary import in_report
 from nmt.plotting import legend_below, pyplot, save_figure
 from nmt.residual import UnknownVariant, identities, residual_class, variant_order
 from nmt.tables import MISSING, cell, markdown_table
@@ -594,8 +596,6 @@ def pilot_sections(out: Path, folder: Path, pilots: Sequence[Path]) -> tuple[lis
     folder (``--pilot``), checked against the study's own runs; and the pilots' summaries for results.json."""
     if not pilots:
         return [], []
-    from nmt.pilot_summary import in_report
-
     study = next(iter(_configured_runs(out).values()), None)
     sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
     max_steps = sweep.get("settings", {}).get("max_steps")
