@@ -575,7 +575,8 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     if found is not None:
         markdown.append("### Why: the diagnosis of each variant\n\n" + why_markdown(found))
     atomic.write_text(folder / "results.md", "\n\n".join(markdown) + "\n")
-    pilot_lines, pilot_data = pilot_sections(out, folder, pilots)
+    sweep = sweep_record(out)
+    pilot_lines, pilot_data = pilot_sections(out, folder, pilots, sweep.get("settings", {}).get("max_steps"))
     results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out,
                "pilots": pilot_data,
                "diagnosis": None if found is None else {
@@ -585,25 +586,24 @@ def build(out: Path, settings: EvalSettings, scoring: ScoringSettings, diagnosis
     atomic.write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
-    readme = _readme(out, settings, scoring, markdown, pictures, scores, unscored, left_out, time.time() - started,
-                     found, also_average_last, pilot_lines)
+    readme = _readme(out, sweep, settings, scoring, markdown, pictures, scores, unscored, left_out,
+                     time.time() - started, found, also_average_last, pilot_lines)
     atomic.write_text(folder / "README.md", readme)
     return folder
 
 
-def pilot_sections(out: Path, folder: Path, pilots: Sequence[Path]) -> tuple[list[str], list[dict]]:
+def pilot_sections(out: Path, folder: Path, pilots: Sequence[Path],
+                   max_steps: int | None) -> tuple[list[str], list[dict]]:
     """The README's section on how the study's setting and budget were chosen, one subsection per ``nmt.pilot``
-    folder (``--pilot``), checked against the study's own runs; and the pilots' summaries for results.json."""
+    folder (``--pilot``), checked against the study's own runs and its ``max_steps``; and the pilots' summaries
+    for results.json."""
     if not pilots:
         return [], []
     study = next(iter(_configured_runs(out).values()), None)
-    sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
-    max_steps = sweep.get("settings", {}).get("max_steps")
     texts, data = [], []
     for pilot_dir in pilots:
-        record = json.loads((pilot_dir / "sweep.json").read_text()) if (pilot_dir / "sweep.json").is_file() else {}
         commands = [f"- `python -m nmt.pilot {' '.join(argv)}`" + (f" (run {times} times)" if times > 1 else "")
-                    for argv, times, _ in distinct_commands(record.get("invocations", []))]
+                    for argv, times, _ in distinct_commands(sweep_record(pilot_dir).get("invocations", []))]
         text, summary = in_report(pilot_dir, folder, commands, study, max_steps)
         texts.append(text)
         data.append({"folder": str(pilot_dir), **summary})
@@ -679,11 +679,11 @@ def _mdd_text(mdd: dict | None) -> str:
             "power. A smaller Δ is within the seed noise.")
 
 
-def _readme(out: Path, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str], pictures: list[str],
-            scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
+def _readme(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str],
+            pictures: list[str], scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
             found: dict | None = None, also_average_last: int = 0, pilot_lines: Sequence[str] = ()) -> str:
-    """The report's README.md: setup, hardware and wall time, provenance, results, figures, and the protocol."""
-    sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else {}
+    """The report's README.md (``sweep``: the study's sweep.json): setup, hardware and wall time, provenance,
+    results, figures, and the protocol."""
     provenance = _provenance(out)
     lines = [
         f"# Study report: {out.name}",
@@ -735,6 +735,12 @@ def _setup_section(sweep: dict) -> list[str]:
          + "; ".join(f"{name} λ={lam:g} = {other}" for name, lam, other in identities()) + ")."),
         config_text,
     ]
+
+
+def sweep_record(folder: Path) -> dict:
+    """The sweep.json of a study or pilot folder (``nmt.sweep.record_invocation`` writes it), {} without one."""
+    path = folder / "sweep.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def distinct_commands(invocations: list[dict]) -> list[tuple[tuple[str, ...], int, bool]]:

@@ -159,7 +159,7 @@ def test_figure_is_drawn_when_matplotlib_is_there(grid):
 def test_the_study_report_shows_its_pilots_and_checks_the_study_against_them(tmp_path, capsys):
     from nmt.pilot_summary import write
     from nmt.report import main as report_main
-    from nmt.report import pilot_sections
+    from nmt.report import pilot_sections, sweep_record
 
     grid, long = tmp_path / "pilot-grid", tmp_path / "pilot-long"
     fake_run(grid, "g1", "post_ln", 1e-3, [5.0, 20.0, 19.0])
@@ -179,7 +179,8 @@ def test_the_study_report_shows_its_pilots_and_checks_the_study_against_them(tmp
         return out
 
     out = study(2e-3, 1600)
-    lines, data = pilot_sections(out, out / "report", [grid, long])
+    max_steps = sweep_record(out)["settings"]["max_steps"]  # as the report's build reads it
+    lines, data = pilot_sections(out, out / "report", [grid, long], max_steps)
     text = "\n".join(lines)
     assert text.startswith("## How the setting and budget were chosen: the pilot")
     assert text.index("### pilot-grid") < text.index("### pilot-long")
@@ -193,7 +194,8 @@ def test_the_study_report_shows_its_pilots_and_checks_the_study_against_them(tmp
         assert "![pilot_pilot-grid.png](pilot_pilot-grid.png)" in text
 
     other = study(1e-3, 1200)
-    text = "\n".join(pilot_sections(other, other / "report", [grid, long])[0])
+    lines, _ = pilot_sections(other, other / "report", [grid, long], sweep_record(other)["settings"]["max_steps"])
+    text = "\n".join(lines)
     assert "**The study does not train at this setting**: its runs have `--lr 0.001 --warmup 100`." in text
     assert "The study's budget is `--max-steps 1200`; this pilot's plateau: 1,600." in text
 
