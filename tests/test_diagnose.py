@@ -249,3 +249,27 @@ def test_the_cache_key_does_not_depend_on_how_the_checkpoint_path_is_spelled(tmp
     checkpoint.write_bytes(b"other weights")  # a new best checkpoint: diagnosed again
     assert cache_key(checkpoint, settings) != relative
     assert cache_key(checkpoint, DiagnosisSettings(limit=50)) != cache_key(checkpoint, settings)
+
+
+def test_an_exploded_models_gradient_is_marked_off_scale_not_squeezing_the_others(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from nmt.diagnose import figures
+    from nmt.plotting import pyplot
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda plt, fig, path: drawn.append(fig) or path.name)
+    healthy = {"encoder": [0.2, 0.1, 0.3], "decoder": [0.4, 0.2, 0.7]}
+    exploded = {"encoder": [None, None, None], "decoder": [None, None, 2.8e18]}  # None: not finite
+    results = [{"subject": {"label": label, "batches": 4, "step": 100}, "gradient_flow": flow}
+               for label, flow in (("post_ln", healthy), ("xskip λ=2", exploded))]
+    plt = pyplot()
+    figures.gradient_flow(plt, results, {"post_ln": "tab:blue", "xskip λ=2": "tab:purple"}, tmp_path / "g.png")
+    ax = drawn[0].axes[0]
+    low, high = ax.get_ylim()
+    assert 0.1 > low and 0.7 < high < 100  # the healthy curves fill the axis
+    assert [t.get_text() for t in ax.texts] == ["2.8e+18 (off scale)"]
+    marks = [(line.get_marker(), tuple(line.get_xydata()[0])) for line in ax.lines if line.get_marker() in "^x"]
+    assert ("^", (3.0, high)) in marks  # on the top edge, at layer 3
+    assert sum(m == "x" for m, _ in marks) == 5 and all(y == low for m, (_, y) in marks if m == "x")
+    assert "not finite" in ax.get_title()
+    plt.close("all")

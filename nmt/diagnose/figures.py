@@ -1,7 +1,9 @@
 """The figures of a diagnosis (``single``: one model, into its folder) or of several side by side (``compare``: the
 study report's "Why" section, one colour per variant). matplotlib is optional: without it both return [].
 
-- ``gradient_flow.png``: gradient norm per layer (encoder solid, decoder dashed), log scale; for one run that logged
+- ``gradient_flow.png``: gradient norm per layer (encoder solid, decoder dashed), log scale; a norm more than 10⁶ ×
+  the median is marked ▲ at the top edge with its value, one that is not finite ✕ at the bottom edge (an exploded
+  model); for one run that logged
   ``--log-layer-grads``, a heat map of the logged norms, layers × updates;
 - ``hidden_states.png``: RMS of the residual stream after every sublayer, encoder and decoder, every stream;
 - ``shattered_gradients.png``: gradient correlation against the perturbation ε, and along the sentence against
@@ -77,20 +79,32 @@ def _title(results: list[dict], what: str) -> str:
 def gradient_flow(plt, results: list[dict], colors: dict, path: Path, heat: dict | None = None, what: str = "") -> str:
     fig, axes = plt.subplots(1, 2 if heat else 1, figsize=(12 if heat else 7, 4.6), squeeze=False)
     ax = axes[0][0]
-    entries, values = [], []
+    entries, curves = [], []
     for r in results:
         label, flow = r["subject"]["label"], r["gradient_flow"]
-        for side, style, marker in (("encoder", "-", "o"), ("decoder", "--", "s")):
-            norms = _nan(flow[side])
-            (line,) = ax.plot(range(1, len(norms) + 1), norms, style, marker=marker, ms=4, color=colors[label])
-            values += norms
-            if side == "encoder":
-                entries.append((line, label))
-    _scale_y(ax, values)
+        curves += [(label, side, style, marker, _nan(flow[side]))
+                   for side, style, marker in (("encoder", "-", "o"), ("decoder", "--", "s"))]
+    ceiling = _off_scale_above([v for *_, norms in curves for v in norms])
+    off = []
+    for label, side, style, marker, norms in curves:
+        shown = [math.nan if v > ceiling else v for v in norms]
+        off += [(layer, v, colors[label]) for layer, v in enumerate(norms, 1) if v > ceiling]
+        (line,) = ax.plot(range(1, len(shown) + 1), shown, style, marker=marker, ms=4, color=colors[label])
+        if side == "encoder":
+            entries.append((line, label))
+    _scale_y(ax, [v for *_, norms in curves for v in norms if v <= ceiling])
+    ax.set_xlim(0.7, max(len(norms) for *_, norms in curves) + 0.3)
+    ax.set_ylim(*ax.get_ylim())  # fixed: the marks below sit on the edges and must not move them
+    if off:
+        _mark_off_scale(ax, off)
+    broken = [(layer, colors[label]) for label, _, _, _, norms in curves
+              for layer, v in enumerate(norms, 1) if not math.isfinite(v)]
+    for layer, color in broken:  # inf or NaN (None in diagnosis.json): a ✕ on the bottom edge
+        ax.plot([layer], [ax.get_ylim()[0]], "x", ms=8, mew=2, color=color, clip_on=False)
     ax.set_xlabel("layer (1 = bottom)")
     ax.set_ylabel("gradient 2-norm of the layer's parameters")
-    ax.set_title(f"gradient per layer ({results[0]['subject']['batches']} batches)\nencoder solid, decoder dashed",
-                 fontsize=10)
+    ax.set_title(f"gradient per layer ({results[0]['subject']['batches']} batches)\nencoder solid, decoder dashed"
+                 + (", ✕ not finite" if broken else ""), fontsize=10)
     ax.xaxis.get_major_locator().set_params(integer=True)
     if heat:
         _heat_map(plt, fig, axes[0][1], heat)
@@ -189,6 +203,25 @@ def _scale_y(ax, values: list[float], factor: float = 20.0) -> None:
         ax.set_yscale("log")
     else:
         ax.set_ylim(bottom=0)
+
+
+def _off_scale_above(values: list[float], times: float = 1e6) -> float:
+    """The ceiling above which a value is drawn off scale: ``times`` × the median of the positive finite ``values``.
+
+    One exploded model (a gradient of 10¹⁸ beside the others' 0.01–1) would otherwise squeeze every other curve
+    into a flat band at the bottom of the axis."""
+    positive = sorted(v for v in values if v > 0 and math.isfinite(v))
+    return positive[len(positive) // 2] * times if positive else math.inf
+
+
+def _mark_off_scale(ax, points: list[tuple]) -> None:
+    """Each (x, value, colour) above the axis as ▲ at its top edge, labelled with the value."""
+    top = ax.get_ylim()[1]
+    for x, value, color in points:
+        ax.plot([x], [top], "^", ms=7, color=color, clip_on=False)
+        ax.annotate(f"{value:.1e} (off scale)", (x, top), xytext=(-8, -4), textcoords="offset points",
+                    ha="right", va="top", fontsize=7, color=color,
+                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": color, "alpha": 0.9})
 
 
 def _nan(values: list) -> list[float]:
