@@ -7,6 +7,8 @@ Read from the runs' own files (config.yaml, metrics.csv, results.json), never fr
 - ``summarise``: every run's setting, validation curve, best validation BLEU and plateau, the choice (the
   baseline's run with the highest validation BLEU; a diverged run is never chosen) and the budget (that run's
   plateau);
+- ``study_budget``: a study's ``--max-steps``, ``--patience-from`` and the one-seed runs' cut from the baseline's
+  long run, by the rules of the study's plan;
 - ``write``: ``OUT/pilot.md``, ``pilot.json``, ``pilot.png``; ``in_report``: the same as a section of a study's
   report (``--pilot`` of ``nmt.report``/``nmt.sweep``), checked against the study's runs.
 
@@ -80,6 +82,36 @@ def summarise(out: Path, gain: float, baseline: str) -> dict:
     return {"runs": rows, "baseline": baseline, "chosen": chosen and {k: chosen[k] for k in ("run", "lr", "warmup")},
             "budget": chosen and chosen["plateau"], "plateau_gain": gain, "quarter": QUARTER,
             "edge": grid_edge(chosen, [r for r in rows if r["skip"] == baseline])}
+
+
+def study_budget(run: dict, val_every: int, patience: int, capacity: int, full_runs: int, cut_runs: int) -> dict:
+    """A study's stopping flags from the baseline's long pilot ``run`` (a row of ``summarise``), by rules fixed
+    before that run was seen (docs/study-multi30k-converged/plan.md):
+
+    - ``max_steps`` T: the run's plateau, rounded up to a multiple of ``val_every``;
+    - ``patience`` P: as given; ``patience_from`` U: the first validation with at least half the run's best
+      validation BLEU, rounded up to a multiple of ``val_every`` (a slow start is never stopped as a plateau);
+    - the cut, when ``full_runs`` + ``cut_runs`` runs of T updates exceed ``capacity`` (the updates the study's
+      hours allow): the ``cut_runs`` get ``cut_max_steps`` T1 = the larger of U + P·``val_every`` and what is left
+      after the ``full_runs``, at most T (a multiple of ``val_every``); ``over_capacity`` is what the study still
+      needs beyond ``capacity`` (the full runs are never cut below the baseline's plateau).
+
+    Raises ValueError for a run without a plateau (still gaining at its end: train it longer)."""
+    if run.get("plateau") is None or not run.get("bleu"):
+        raise ValueError(f"{run.get('run')}: no plateau yet (its validation BLEU still gains over the last quarter)")
+
+    def up(n: int) -> int:
+        return -(-n // val_every) * val_every
+
+    t = up(run["plateau"])
+    u = up(next(s for s, b in zip(run["steps"], run["bleu"]) if b >= run["best_bleu"] / 2))
+    cut = None
+    if (full_runs + cut_runs) * t > capacity:
+        left = (capacity - full_runs * t) // cut_runs // val_every * val_every
+        cut = min(t, max(u + patience * val_every, left))
+    needed = full_runs * t + cut_runs * (t if cut is None else cut)
+    return {"max_steps": t, "patience": patience, "patience_from": u, "cut_max_steps": cut,
+            "needed": needed, "capacity": capacity, "over_capacity": max(0, needed - capacity)}
 
 
 def grid_edge(chosen: dict | None, runs: list[dict]) -> list[str]:

@@ -9,7 +9,7 @@ from conftest import metrics, synthetic_corpus, train_command
 
 from nmt.config import make_config, read_saved_config, save_config
 from nmt.pilot import main
-from nmt.pilot_summary import gains, markdown, plateau, summarise
+from nmt.pilot_summary import gains, markdown, plateau, study_budget, summarise
 
 TRAIN = ["--data", "corpus", "--arch", "tiny", "--vocab-size", "400", "--max-tokens", "512", "--val-every", "10",
          "--log-every", "5"]
@@ -89,6 +89,26 @@ def test_the_budget_is_the_plateau_of_the_baselines_long_run(tmp_path):
     assert rows["other"]["plateau"] == 600 and summary["budget"] == 1600  # post_ln's plateau, as in the rule's test
     assert "Budget: that run's plateau is at update **1,600**: a study at this setting trains `--max-steps 1600`" \
         in markdown(summary)
+
+
+def test_the_study_budget_follows_the_plans_rules(tmp_path):
+    fake_run(tmp_path, "long", "post_ln", 1e-3, [0.0, 0.0, 0.0, 2.0, 6.0, 10.0, 14.0, 17.0, 19.0, 20.0, 20.5, 20.8,
+                                                21.0, 21.1, 21.15, 21.2])
+    fake_run(tmp_path, "short", "post_ln", 2e-3, [1.0, 5.0, 9.0])  # still gaining: no plateau
+    rows = {r["run"]: r for r in summarise(tmp_path, gain=0.5, baseline="post_ln")["runs"]}
+    rules = {"val_every": 60, "patience": 4, "full_runs": 12, "cut_runs": 5}
+    # plateau 1,600 → 1,620; half the best (10.6) first reached at 700 → 720; 17 × 1,620 = 27,540 updates fit
+    assert study_budget(rows["long"], capacity=30_000, **rules) == {
+        "max_steps": 1620, "patience": 4, "patience_from": 720, "cut_max_steps": None, "needed": 27_540,
+        "capacity": 30_000, "over_capacity": 0}
+    # they do not fit: the five one-seed runs get what the twelve leave ((22,000 − 19,440) / 5 → 480), but never
+    # less than U + P·60 = 960, so the study needs 19,440 + 5 × 960 = 24,240
+    cut = study_budget(rows["long"], capacity=22_000, **rules)
+    assert (cut["cut_max_steps"], cut["needed"], cut["over_capacity"]) == (960, 24_240, 2_240)
+    roomy = study_budget(rows["long"], capacity=26_000, **rules)  # leaves 1,312 → 1,260 a one-seed run
+    assert (roomy["cut_max_steps"], roomy["over_capacity"]) == (1260, 0)
+    with pytest.raises(ValueError, match="short: no plateau yet"):
+        study_budget(rows["short"], capacity=30_000, **rules)
 
 
 # ------------------------------------------------------------------------------------------- the command line
