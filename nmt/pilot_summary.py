@@ -32,6 +32,10 @@ from nmt.tables import MISSING, cell, markdown_table
 QUARTER = 0.25
 """The share of a run over which ``plateau`` measures the gain."""
 
+LEARNED = 1.0
+"""The validation BLEU a run must reach to count as having learned: one that never does (a Post-LN stuck at its
+unigram loss) has no plateau, though its flat curve would pass the rule."""
+
 
 def gains(steps: list[int], bleus: list[float], quarter: float = QUARTER) -> list[tuple[int, float]]:
     """[(T, best BLEU of the validations up to T − best of those up to (1 − quarter)·T)] for every validation T
@@ -75,7 +79,8 @@ def summarise(out: Path, gain: float, baseline: str) -> dict:
             "best_bleu": None if best is None else bleus[best], "best_step": None if best is None else steps[best],
             "last_step": record.get("steps", steps[-1] if steps else None), "finished": bool(record.get("finished")),
             "diverged": bool(record.get("diverged")), "diverged_at": record.get("diverged_at_step"),
-            "wall_time_s": record.get("wall_time_s"), "plateau": plateau(steps, bleus, gain),
+            "wall_time_s": record.get("wall_time_s"),
+            "plateau": plateau(steps, bleus, gain) if bleus and max(bleus) >= LEARNED else None,
             "final_loss": losses[-1] if losses else None})
     candidates = [r for r in rows if r["skip"] == baseline and not r["diverged"] and r["best_bleu"] is not None]
     chosen = max(candidates, key=lambda r: (r["best_bleu"], -(r["final_loss"] or 0.0)), default=None)
@@ -134,6 +139,8 @@ def markdown(summary: dict) -> str:
     for r in summary["runs"]:
         state = (f"diverged at update {r['diverged_at']}" if r["diverged"] else "finished" if r["finished"]
                  else "unfinished")
+        if r["best_bleu"] is not None and r["best_bleu"] < LEARNED:
+            state += f", never learned (BLEU < {LEARNED:g})"
         best = MISSING if r["best_bleu"] is None else f"{r['best_bleu']:.2f} @ {r['best_step']:,}"
         flat = MISSING if r["plateau"] is None else f"{r['plateau']:,}"
         wall = MISSING if r["wall_time_s"] is None else f"{r['wall_time_s'] / 60:.0f} min"
@@ -158,7 +165,7 @@ def markdown(summary: dict) -> str:
                    "already trained are kept).")
     rule = (f"Plateau: the first validation from which on the best validation BLEU so far gains less than "
             f"{summary['plateau_gain']:g} over the last {summary['quarter']:.0%} of the run so far (— : still "
-            "gaining at the run's end).")
+            "gaining at the run's end, or never learned).")
     return f"# Pilot: the training setting, chosen on the validation set\n\n{table}\n\n{choice}\n\n{rule}\n"
 
 

@@ -53,6 +53,7 @@ def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     fake_run(tmp_path, "b", "post_ln", 2e-3, [8.0, 24.0, 25.5])
     fake_run(tmp_path, "c", "post_ln", 4e-3, [9.0, 30.0], diverged=True)
     fake_run(tmp_path, "d", "rskip_ln", 4e-3, [10.0, 31.0, 32.0])  # not the baseline
+    fake_run(tmp_path, "e", "post_ln", 8e-3, [0.02, 0.0, 0.01, 0.0])  # stuck: flat, but not a plateau
     summary = summarise(tmp_path, gain=0.3, baseline="post_ln")
     assert summary["baseline"] == "post_ln" and summary["chosen"] == {"run": "b", "lr": 2e-3, "warmup": 100}
     # the baseline is the one named, not the first run: rskip_ln's best is d
@@ -62,6 +63,7 @@ def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     assert rows["a"]["plateau"] == 300 and rows["b"]["plateau"] is None  # a lost 1 BLEU at its end, b gained 1.5
     text = markdown(summary)
     assert "| post_ln | 0.004 | 100 | 30.00 @ 200 | 6.000 | 200 | — | diverged at update 250 |" in text
+    assert rows["e"]["plateau"] is None and "| 400 | — | finished, never learned (BLEU < 1) |" in text
     assert "Chosen: peak learning rate **0.002**, warm-up **100**" in text
     # the budget is the chosen run's plateau: b still gains over its last quarter, so there is none yet
     assert summary["budget"] is None and "No budget yet: that run still gains 0.3 BLEU or more" in text
