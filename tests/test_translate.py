@@ -119,3 +119,19 @@ def test_cached_and_uncached_logits_agree_on_the_trained_model(toy_run):
         cache = model.new_cache()
         cached = torch.cat([model.decode(tgt_in[:, t : t + 1], memory, mask, cache) for t in range(steps)], dim=1)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+
+
+def test_translations_are_the_text_evaluate_scores(toy_run, tmp_path, monkeypatch):
+    """What a study commits for test sets scored elsewhere (issue #14's held-out sets) is, line for line, what
+    evaluate.py would have scored: the same checkpoint, search (beam 4, α 0.6 by default) and detokenization."""
+    from nmt.eval_settings import EvalSettings, ScoringSettings
+    from nmt.evaluate import evaluate_run
+
+    run_dir, _, base = toy_run
+    monkeypatch.setenv("NMT_DATA_ROOT", str(base / "data"))
+    scored = evaluate_run(run_dir, EvalSettings(), ScoringSettings(limit=60))
+    sources = (base / "data" / "toy-en-de" / "test.en").read_text().split("\n")[:60]
+    (tmp_path / "held.en").write_text("".join(line + "\n" for line in sources))
+    assert main([str(run_dir), "--input", str(tmp_path / "held.en"), "--output", str(tmp_path / "held.de")]) == 0
+    assert (tmp_path / "held.de").read_text().split("\n")[:-1] == scored.hypotheses
+    assert len(scored.hypotheses) == 60 and len(set(scored.hypotheses)) > 30  # real, varied translations
