@@ -1,10 +1,9 @@
 """The figures of a diagnosis (``single``: one model, into its folder) or of several side by side (``compare``: the
 study report's "Why" section, one colour per variant). matplotlib is optional: without it both return [].
 
-- ``gradient_flow.png``: gradient norm per layer (encoder solid, decoder dashed), log scale; a norm more than 10⁶ ×
-  the median is marked ▲ at the top edge with its value, one that is not finite ✕ at the bottom edge (an exploded
-  model); for one run that logged
-  ``--log-layer-grads``, a heat map of the logged norms, layers × updates;
+- ``gradient_flow.png``: gradient norm per layer (encoder solid, decoder dashed), log scale; an exploded model's
+  norm (more than 10⁶ × the median) is marked ▲ on the top edge with its value, one that is not finite ✕ on the
+  bottom edge; for one run that logged ``--log-layer-grads``, a heat map of the logged norms, layers × updates;
 - ``hidden_states.png``: RMS of the residual stream after every sublayer, encoder and decoder, every stream;
 - ``shattered_gradients.png``: gradient correlation against the perturbation ε, and along the sentence against
   the lag;
