@@ -84,10 +84,11 @@ def gradient_flow(plt, results: list[dict], colors: dict, path: Path, heat: dict
         curves += [(label, side, style, marker, _nan(flow[side]))
                    for side, style, marker in (("encoder", "-", "o"), ("decoder", "--", "s"))]
     ceiling = _off_scale_above([v for *_, norms in curves for v in norms])
-    off = []
+    off, broken = [], []  # (layer, value, colour) above the ceiling; (layer, colour) not finite
     for label, side, style, marker, norms in curves:
         shown = [math.nan if v > ceiling else v for v in norms]
         off += [(layer, v, colors[label]) for layer, v in enumerate(norms, 1) if v > ceiling]
+        broken += [(layer, colors[label]) for layer, v in enumerate(norms, 1) if not math.isfinite(v)]
         (line,) = ax.plot(range(1, len(shown) + 1), shown, style, marker=marker, ms=4, color=colors[label])
         if side == "encoder":
             entries.append((line, label))
@@ -96,8 +97,6 @@ def gradient_flow(plt, results: list[dict], colors: dict, path: Path, heat: dict
     ax.set_ylim(*ax.get_ylim())  # fixed: the marks below sit on the edges and must not move them
     if off:
         _mark_off_scale(ax, off)
-    broken = [(layer, colors[label]) for label, _, _, _, norms in curves
-              for layer, v in enumerate(norms, 1) if not math.isfinite(v)]
     for layer, color in broken:  # inf or NaN (None in diagnosis.json): a ✕ on the bottom edge
         ax.plot([layer], [ax.get_ylim()[0]], "x", ms=8, mew=2, color=color, clip_on=False)
     ax.set_xlabel("layer (1 = bottom)")
