@@ -80,20 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    lock_fd = sweep.lock_study(out)
-    if not args.report_only:
-        started = time.time()
-        try:
-            sweep.record_invocation(out, args, argv)
-        except sweep.SweepError as e:
-            print(f"pilot: error: {e}", file=sys.stderr)
-            return 2
-        _, signum = sweep.train_all(plan, args, out, lock_fd)
-        sweep.finish_invocation(out, started)
-        if signum is not None:
-            print("pilot stopped; rerun the same command to continue", flush=True)
-            return 128 + signum
-    summary = write(out, args.plateau_gain, args.skip[0])
+    with sweep.study_lock(out) as lock_fd:
+        if not args.report_only:
+            started = time.time()
+            try:
+                sweep.record_invocation(out, args, argv)
+            except sweep.SweepError as e:
+                print(f"pilot: error: {e}", file=sys.stderr)
+                return 2
+            _, signum = sweep.train_all(plan, args, out, lock_fd)
+            sweep.finish_invocation(out, started)
+            if signum is not None:
+                print("pilot stopped; rerun the same command to continue", flush=True)
+                return 128 + signum
+        summary = write(out, args.plateau_gain, args.skip[0])
     chosen = summary["chosen"]
     print(f"{out / 'pilot.md'} written" + (f"; chosen: --lr {chosen['lr']:g} --warmup {chosen['warmup']}"
                                             if chosen else "")

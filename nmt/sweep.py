@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -230,15 +232,20 @@ def finish_invocation(out: Path, started: float) -> None:
     atomic.write_text(path, json.dumps(record, indent=2) + "\n")
 
 
-def lock_study(out: Path) -> int:
-    """Hold DIR/.sweep.lock (passed on to every run, so a killed sweep's runs hold it until they exit)."""
+@contextlib.contextmanager
+def study_lock(out: Path) -> Iterator[int]:
+    """Hold DIR/.sweep.lock while the block runs (its descriptor is passed on to every run, so a killed sweep's runs
+    hold it until they exit); let go at the block's end, so that one process can run several sweeps in turn."""
     fd = os.open(out / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"waiting: another sweep, or runs of a sweep that was stopped, still use {out} ...", flush=True)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting: another sweep, or runs of a sweep that was stopped, still use {out} ...", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class Stop:
@@ -449,31 +456,32 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    lock_fd = lock_study(out)
-    if not args.report_only:  # a report of the runs there, whatever trained them
-        try:
-            record_invocation(out, args, argv)
-        except SweepError as e:
-            print(f"sweep: error: {e}", file=sys.stderr)
-            return 2
-    signum, failed = None, []
-    if not args.report_only:
-        outcome, signum = train_all(plan, args, out, lock_fd)
-        failed = [name for name, what in outcome.items() if what.startswith(("failed", "stopped"))]
-        if signum is not None:
+    with study_lock(out) as lock_fd:
+        if not args.report_only:  # a report of the runs there, whatever trained them
+            try:
+                record_invocation(out, args, argv)
+            except SweepError as e:
+                print(f"sweep: error: {e}", file=sys.stderr)
+                return 2
+        signum, failed = None, []
+        if not args.report_only:
+            outcome, signum = train_all(plan, args, out, lock_fd)
+            failed = [name for name, what in outcome.items() if what.startswith(("failed", "stopped"))]
+            if signum is not None:
+                finish_invocation(out, started)
+                print(f"sweep stopped by {signal.Signals(signum).name}; rerun the same command to continue",
+                      flush=True)
+                return 128 + signum
+            if failed:
+                print(f"{len(failed)} runs failed: {', '.join(failed)}; the report leaves them out, the next sweep "
+                      "tries them again", file=sys.stderr)
+        if not args.report_only:
             finish_invocation(out, started)
-            print(f"sweep stopped by {signal.Signals(signum).name}; rerun the same command to continue", flush=True)
-            return 128 + signum
-        if failed:
-            print(f"{len(failed)} runs failed: {', '.join(failed)}; the report leaves them out, the next sweep "
-                  "tries them again", file=sys.stderr)
-    if not args.report_only:
-        finish_invocation(out, started)
-    report.use_threads(args.threads)  # the evaluation shares the machine as the runs did
-    folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args), report.why_settings(args),
-                          report.why_only(args), average, chosen_by)
-    print(f"report written to {folder}/", flush=True)
-    return 1 if not args.report_only and failed else 0
+        report.use_threads(args.threads)  # the evaluation shares the machine as the runs did
+        folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args),
+                              report.why_settings(args), report.why_only(args), average, chosen_by)
+        print(f"report written to {folder}/", flush=True)
+        return 1 if not args.report_only and failed else 0
 
 
 if __name__ == "__main__":

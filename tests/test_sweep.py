@@ -7,6 +7,7 @@ interrupted one, start again a run left without a checkpoint, record the diverge
 invocation adds a second post_ln seed into the same study.
 """
 
+import fcntl
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from conftest import metrics, synthetic_corpus, train_command
 
 from nmt.report import detectable_difference
 from nmt import sweep as sweep_module
-from nmt.sweep import DIVERGED, FINISHED, FRESH, RESTART, RESUME, Run, main, make_plan, run_state
+from nmt.sweep import DIVERGED, FINISHED, FRESH, RESTART, RESUME, Run, main, make_plan, run_state, study_lock
 
 TESTS = Path(__file__).resolve().parent
 NAN = "nonfinite_block:NaNOnBatches"
@@ -358,3 +359,15 @@ def test_parallel_runs_get_their_share_of_the_gpus():
     assert gpu_slots(4, {}, count=2) == ["0", "1", "0", "1"]  # more runs than GPUs: they share
     assert gpu_slots(2, {"CUDA_VISIBLE_DEVICES": "3,5,6"}, count=8) == ["3,6", "5"]  # within what is visible
     assert gpu_slots(1, {"CUDA_VISIBLE_DEVICES": "-1"}, count=8) == [None]
+
+
+def test_the_sweep_lock_is_let_go_at_the_end_of_its_block(tmp_path):
+    """scripts/converged_study.py runs several sweeps and pilots in one process, one after the other."""
+    with study_lock(tmp_path) as fd:
+        other = os.open(tmp_path / ".sweep.lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now: a second sweep in the same process goes on
+    os.close(other)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # and its descriptor closed
