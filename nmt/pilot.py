@@ -12,7 +12,7 @@ setting, for a budget at which the baseline has stopped improving. This tool doe
   run of seed ``--seed``, in ``OUT/runs/<skip>-lambda<λ>-seed<s>-lr<lr>-warmup<w>``, run like the sweep's runs
   (``--parallel K``, one shared preset and flags, resumable: rerun the same command until it has finished).
 - **The choice.** The grid point whose run of the first ``--skip`` (the baseline) reaches the highest validation
-  BLEU; a diverged run is never chosen.
+  BLEU (when none reaches 1 BLEU, where BLEU is noise: the lowest validation loss); a diverged run is never chosen.
 - **The budget** (``plateau``): for a run long enough to flatten out, the first validation from which on the best
   validation BLEU so far gains less than ``--plateau-gain`` over the last quarter of the run so far; a study's
   ``--max-steps`` is chosen there. Train one long run per variant with the chosen setting (a grid of one point):

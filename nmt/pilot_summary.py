@@ -5,7 +5,8 @@ Read from the runs' own files (config.yaml, metrics.csv, results.json), never fr
 - ``plateau``: for a run long enough to flatten out, the first validation from which on the best validation BLEU
   so far gains less than a threshold over the last quarter of the run so far (``gains``);
 - ``summarise``: every run's setting, validation curve, best validation BLEU and plateau, the choice (the
-  baseline's run with the highest validation BLEU; a diverged run is never chosen) and the budget (that run's
+  baseline's run with the highest validation BLEU, or the lowest validation loss when none learned; a diverged run
+  is never chosen) and the budget (that run's
   plateau);
 - ``study_budget``: a study's ``--max-steps``, ``--patience-from`` and the one-seed runs' cut from the baseline's
   long run, by the rules of the study's plan;
@@ -60,6 +61,15 @@ def plateau(steps: list[int], bleus: list[float], gain: float = 0.3, quarter: fl
     return found
 
 
+def merit(run: dict) -> tuple:
+    """How ``summarise`` ranks the baseline's runs: those that learned by their best validation BLEU (ties: the lower
+    last validation loss); below them, those that never learned by their last validation loss alone, since a BLEU
+    under ``LEARNED`` is noise (0.02 against 0.01) while the loss still says which setting got furthest."""
+    loss = run["final_loss"] if run["final_loss"] is not None else math.inf
+    learned = run["best_bleu"] >= LEARNED
+    return (learned, run["best_bleu"] if learned else 0.0, -loss)
+
+
 def summarise(out: Path, gain: float, baseline: str) -> dict:
     """Every run in OUT/runs: its setting, validation curve, best validation BLEU and plateau; the choice among the
     runs of ``baseline`` (a --skip name)."""
@@ -83,7 +93,7 @@ def summarise(out: Path, gain: float, baseline: str) -> dict:
             "plateau": plateau(steps, bleus, gain) if bleus and max(bleus) >= LEARNED else None,
             "final_loss": losses[-1] if losses else None})
     candidates = [r for r in rows if r["skip"] == baseline and not r["diverged"] and r["best_bleu"] is not None]
-    chosen = max(candidates, key=lambda r: (r["best_bleu"], -(r["final_loss"] or 0.0)), default=None)
+    chosen = max(candidates, key=merit, default=None)
     return {"runs": rows, "baseline": baseline, "chosen": chosen and {k: chosen[k] for k in ("run", "lr", "warmup")},
             "budget": chosen and chosen["plateau"], "plateau_gain": gain, "quarter": QUARTER,
             "edge": grid_edge(chosen, [r for r in rows if r["skip"] == baseline])}
@@ -150,9 +160,11 @@ def markdown(summary: dict) -> str:
     table = markdown_table(["variant", "peak lr", "warm-up", "best valid BLEU @ update", "last valid loss",
                             "updates", f"plateau (gain < {summary['plateau_gain']:g})", "state", "wall time"], cells)
     chosen = summary["chosen"]
-    choice = (f"Chosen: peak learning rate **{chosen['lr']:g}**, warm-up **{chosen['warmup']}** (the highest "
-              f"validation BLEU of {summary['baseline']}, run {chosen['run']})." if chosen else
-              "No setting chosen yet: no run of the baseline has a validation BLEU.")
+    learned = chosen and next(r for r in summary["runs"] if r["run"] == chosen["run"])["best_bleu"] >= LEARNED
+    why = (f"the highest validation BLEU of {summary['baseline']}" if learned else
+           f"the lowest last validation loss of {summary['baseline']}, none of whose runs learned")
+    choice = (f"Chosen: peak learning rate **{chosen['lr']:g}**, warm-up **{chosen['warmup']}** ({why}, run "
+              f"{chosen['run']})." if chosen else "No setting chosen yet: no run of the baseline has a validation BLEU.")
     if chosen and summary.get("budget"):
         choice += (f" Budget: that run's plateau is at update **{summary['budget']:,}**: a study at this setting "
                    f"trains `--max-steps {summary['budget']}`.")

@@ -35,13 +35,16 @@ def test_plateau_is_where_the_gain_stays_below_the_threshold_to_the_end():
     assert plateau([], []) is None and plateau([100], [3.0]) is None
 
 
-def fake_run(out, name, skip, lr, bleus, diverged=False):
-    """A run folder as train.py leaves it: config.yaml, metrics.csv with validations every 100 updates, results.json."""
+def fake_run(out, name, skip, lr, bleus, diverged=False, losses=None):
+    """A run folder as train.py leaves it: config.yaml, metrics.csv with validations every 100 updates (validation
+    loss 9 − BLEU/10 unless ``losses`` are given), results.json."""
     run = out / "runs" / name
     run.mkdir(parents=True)
     save_config(make_config({"skip": skip, "lam": 2.0 if skip == "rskip_ln" else 1.0, "lr": lr, "warmup": 100}),
                 run / "config.yaml")
-    rows = ["step,train/loss,val/loss,val/bleu"] + [f"{100 * (i + 1)},,{9 - b / 10},{b}" for i, b in enumerate(bleus)]
+    losses = losses or [9 - b / 10 for b in bleus]
+    rows = ["step,train/loss,val/loss,val/bleu"] + [f"{100 * (i + 1)},,{loss},{b}"
+                                                    for i, (b, loss) in enumerate(zip(bleus, losses))]
     (run / "metrics.csv").write_text("\n".join(rows) + "\n")
     record = {"finished": not diverged, "diverged": diverged, "steps": 100 * len(bleus),
               "diverged_at_step": 250 if diverged else None}
@@ -67,6 +70,17 @@ def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     assert "Chosen: peak learning rate **0.002**, warm-up **100**" in text
     # the budget is the chosen run's plateau: b still gains over its last quarter, so there is none yet
     assert summary["budget"] is None and "No budget yet: that run still gains 0.3 BLEU or more" in text
+
+
+def test_when_no_run_learned_the_choice_is_the_lowest_validation_loss_not_the_noise_in_bleu(tmp_path):
+    fake_run(tmp_path, "a", "post_ln", 5e-4, [0.01, 0.02], losses=[6.9, 6.8])  # the "best" BLEU: noise
+    fake_run(tmp_path, "b", "post_ln", 2e-3, [0.0, 0.01], losses=[6.0, 5.5])
+    fake_run(tmp_path, "c", "post_ln", 4e-3, [0.0, 0.0], losses=[5.0, 4.0], diverged=True)
+    summary = summarise(tmp_path, gain=0.3, baseline="post_ln")
+    assert summary["chosen"]["run"] == "b"
+    assert "(the lowest last validation loss of post_ln, none of whose runs learned, run b)" in markdown(summary)
+    fake_run(tmp_path, "d", "post_ln", 1e-3, [0.5, 1.5], losses=[7.0, 6.9])  # learned: ahead of every run that did not
+    assert summarise(tmp_path, gain=0.3, baseline="post_ln")["chosen"]["run"] == "d"
 
 
 def test_a_choice_on_the_edge_of_the_grid_is_flagged(tmp_path):
