@@ -1,0 +1,254 @@
+"""The converged study of issue #14 as one resumable command: grid → long runs → budget → study → held-out sets.
+
+    python scripts/converged_study.py --data data/multi30k-en-de --out study --parallel 2 --threads 1
+
+Rerun the same command until it prints "converged study: done": every stage resumes where it stopped (the runs
+from their checkpoints, the translations by skipping the files already complete), and a stage whose outcome is
+on disk is not redone. The stages, with the rules fixed before the runs were seen
+(docs/study-multi30k-converged/plan.md):
+
+1. **grid** (``OUT/pilot-grid``): post_ln, seed 1, ``--grid-steps`` updates, peak learning rate ``--grid-lr``
+   {5e-4, 1e-3, 2e-3} × warm-up ``--grid-warmup`` {200, 500}, validation every ``--grid-val-every``. The choice is
+   the highest validation BLEU; a choice on the grid's lowest or highest learning rate extends it once that way
+   (half or double, both warm-ups).
+2. **long runs** (``OUT/pilot-long``): post_ln and rskip_ln λ=2 at the chosen setting, validation every
+   ``--val-every``, ``--patience 10``, at most ``--long-steps`` updates.
+3. **budget** (``OUT/budget.json``): ``nmt.pilot_summary.study_budget`` on post_ln's long run: T (its plateau),
+   P = 4, U, and the one-seed runs' cut when 17 runs of T updates exceed ``--capacity``.
+4. **study** (``OUT/multi30k-converged``): three ``nmt.sweep`` invocations — post_ln, pre_ln, rskip_ln λ=2 and
+   xskip_ln λ=2 with seeds 1, 2, 3; skip, xskip λ ∈ {0.5, 2} and xskip_ln λ=0.5 with seed 1; rskip_ln λ=3 with seed
+   1 (the last two with ``--own-budget`` when cut) — saving a checkpoint every ``--val-every`` updates (the last 5
+   kept) and reporting test BLEU (beam 4, α 0.6) on best.ckpt and on the average of the last 5.
+5. **held-out** (``OUT/multi30k-converged/heldout/<run>/<test set>.de``): every study run's best.ckpt translates
+   each source in ``--heldout`` (beam 4, α 0.6, detokenized as evaluate.py scores it).
+
+``--dry-run`` prints the commands (with T, P, U as far as they are known) and stops. Flags after ``--`` go to every
+train.py run after the script's own. A check of the whole chain on the toy corpus with a tiny budget (about
+40 minutes on one core; plan.md)::
+
+    python scripts/converged_study.py --data toy --out /tmp/tiny --parallel 1 --threads 1 --grid-lr 1e-3,2e-3,4e-3 \
+        --grid-warmup 20,50 --grid-steps 40 --grid-val-every 20 --long-steps 300 --val-every 30 --plateau-gain 50 \
+        --capacity 1500 --heldout A.en B.en -- --arch tiny --vocab-size 2000
+
+On one GPU: ``--parallel 8 --threads 2`` (the runs share the GPU; bf16 is train.py's default there) and a
+``--capacity`` measured on that GPU; its report names the GPU, and its runs are not mixed into a CPU study's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a file from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from nmt import atomic, pilot, sweep, translate
+from nmt.pilot_summary import grid_edge, study_budget, summarise
+
+GRID_LR = [5e-4, 1e-3, 2e-3]
+GRID_WARMUP = [200, 500]
+LONG = ("post_ln,rskip_ln", "1,2")  # --skip, --lambda of the long runs: post_ln and rskip_ln λ=2
+PATIENCE_LONG = 10
+PATIENCE = 4
+PLATEAU_GAIN = 0.3
+# (--skip, --lambda, --seeds, cut when short of compute): 12 runs of three seeds, then the five one-seed runs
+INVOCATIONS = [("post_ln,pre_ln,rskip_ln,xskip_ln", "1,2", "1,2,3", False),
+               ("skip,xskip,xskip_ln", "0.5,1,2", "1", True),
+               ("rskip_ln", "3", "1", True)]
+FULL_RUNS, CUT_RUNS = 12, 5
+AVERAGE_LAST = 5
+CAPACITY = 18_782
+"""Updates that 12 hours of the 2-core CPU train: two one-thread runs at a time at 4.6 s an update (plan.md)."""
+
+
+class StageError(Exception):
+    """A stage cannot go on (its message says why and what to do)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python scripts/converged_study.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--data", default="data/multi30k-en-de", help="the corpus (default: data/multi30k-en-de)")
+    p.add_argument("--out", type=Path, default=Path("study"), help="the study's root folder (default: study)")
+    p.add_argument("--config", default="configs/multi30k.yaml", help="the preset of every run")
+    p.add_argument("--heldout", nargs="*", default=None,
+                   help="sources to translate with every study run (default: DATA/extra/*.en)")
+    p.add_argument("--parallel", type=int, default=2, help="runs at once (default: 2)")
+    p.add_argument("--threads", type=int, default=1, help="threads per run (default: 1)")
+    p.add_argument("--grid-lr", type=sweep.comma_list(float), default=GRID_LR,
+                   help="the grid's peak learning rates (default: 5e-4,1e-3,2e-3)")
+    p.add_argument("--grid-warmup", type=sweep.comma_list(int), default=GRID_WARMUP,
+                   help="the grid's warm-ups (default: 200,500)")
+    p.add_argument("--grid-steps", type=int, default=800, help="updates of a grid run (default: 800)")
+    p.add_argument("--grid-val-every", type=int, default=100, help="validation interval of the grid (default: 100)")
+    p.add_argument("--long-steps", type=int, default=4000, help="at most this many updates of a long run (4000)")
+    p.add_argument("--val-every", type=int, default=60,
+                   help="validation and checkpoint interval of the long runs and the study (default: 60)")
+    p.add_argument("--plateau-gain", type=float, default=PLATEAU_GAIN,
+                   help="the plateau rule's gain over the last quarter of post_ln's long run (default: 0.3)")
+    p.add_argument("--capacity", type=int, default=CAPACITY,
+                   help=f"updates the study's hours allow, all runs together (default: {CAPACITY:,}, 12 h of CPU)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
+    return p
+
+
+def grid_command(args, lrs: list[float], train: list[str]) -> list[str]:
+    return ["--config", args.config, "--parallel", str(args.parallel), "--threads", str(args.threads),
+            "--skip", "post_ln", "--lr", ",".join(f"{x:g}" for x in lrs),
+            "--warmup", ",".join(map(str, args.grid_warmup)), "--max-steps", str(args.grid_steps),
+            "--plateau-gain", str(args.plateau_gain),
+            "--out", str(args.out / "pilot-grid"), "--", "--data", args.data,
+            "--val-every", str(args.grid_val_every), *train]
+
+
+def extended(lrs: list[float], edge: list[str]) -> list[float]:
+    """The grid's learning rates one step beyond the edge its choice sits on (half the lowest or double the highest);
+    ``lrs`` as they are when the choice is inside them (a warm-up on the edge is not extended: plan.md)."""
+    if any(e.startswith("lowest peak learning rate") for e in edge):
+        return [min(lrs) / 2, *lrs]
+    if any(e.startswith("highest peak learning rate") for e in edge):
+        return [*lrs, max(lrs) * 2]
+    return lrs
+
+
+def long_command(args, lr: str, warmup: str, train: list[str]) -> list[str]:
+    return ["--config", args.config, "--parallel", str(args.parallel), "--threads", str(args.threads),
+            "--skip", LONG[0], "--lambda", LONG[1], "--lr", lr, "--warmup", warmup,
+            "--max-steps", str(args.long_steps), "--patience", str(PATIENCE_LONG), "--plateau-gain", str(args.plateau_gain),
+            "--out", str(args.out / "pilot-long"),
+            "--", "--data", args.data, "--val-every", str(args.val_every), *train]
+
+
+def study_commands(args, lr: str, warmup: str, budget: dict, train: list[str]) -> list[list[str]]:
+    """The study's three nmt.sweep invocations at peak learning rate ``lr`` and ``warmup`` (as written on the command
+    line) for ``budget`` (study_budget's dict)."""
+    out = []
+    for skip, lambdas, seeds, cuttable in INVOCATIONS:
+        steps = ["--max-steps", str(budget["max_steps"]), "--patience", str(budget["patience"]),
+                 "--patience-from", str(budget["patience_from"])]
+        if cuttable and budget.get("cut_max_steps"):
+            steps = ["--own-budget", "--max-steps", str(budget["cut_max_steps"]), *steps[2:]]
+        out.append(["--config", args.config, "--out", str(args.out / "multi30k-converged"),
+                    "--parallel", str(args.parallel), "--threads", str(args.threads), *steps,
+                    "--also-average-last", str(AVERAGE_LAST),
+                    "--pilot", str(args.out / "pilot-grid"), str(args.out / "pilot-long"),
+                    "--skip", skip, "--lambda", lambdas, "--seeds", seeds,
+                    "--", "--data", args.data, "--lr", lr, "--warmup", warmup,
+                    "--val-every", str(args.val_every), "--save-every", str(args.val_every),
+                    "--keep-last", str(AVERAGE_LAST), *train])
+    return out
+
+
+def baseline_run(folder: Path, gain: float, name: str = "post_ln") -> dict:
+    """The pilot's post_ln row (summarise), with its folder named in the error when there is none."""
+    rows = [r for r in summarise(folder, gain, name)["runs"] if r["skip"] == name]
+    if not rows:
+        raise StageError(f"{folder}: no {name} run")
+    return rows[0]
+
+
+def heldout_sources(args) -> list[Path]:
+    sources = [Path(s) for s in args.heldout] if args.heldout is not None else sorted(
+        (Path(args.data) / "extra").glob("*.en"))
+    missing = [str(s) for s in sources if not s.is_file()]
+    if missing:
+        raise StageError(f"--heldout: no such file: {', '.join(missing)}")
+    return sources
+
+
+def line_count(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def translate_heldout(args, sources: list[Path]) -> int:
+    """Every study run's best.ckpt translates ``sources``; files already complete (as many lines as their source)
+    are kept. Returns the number of runs translated now."""
+    import torch
+
+    torch.set_num_threads(max(1, args.threads * args.parallel))
+    study = args.out / "multi30k-converged"
+    done = 0
+    for run in sorted((study / "runs").iterdir()):
+        if not (run / "best.ckpt").is_file():
+            continue
+        folder = study / "heldout" / run.name
+        wanted = [folder / f"{s.stem}.de" for s in sources]
+        if all(w.is_file() and line_count(w) == line_count(s) for w, s in zip(wanted, sources)):
+            continue
+        print(f"[held-out] {run.name}", flush=True)
+        if translate.main([str(run), "--input", *map(str, sources), "--output", str(folder)]) != 0:
+            raise StageError(f"{run}: translating the held-out sources failed")
+        done += 1
+    return done
+
+
+def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
+    print(f"[{name}] python -m {main.__module__} {' '.join(argv)}", flush=True)
+    if dry_run:
+        return
+    status = main(argv)
+    if status != 0:
+        raise StageError(f"{name}: exit status {status}; rerun this command to continue")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    own, train = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args = build_parser().parse_args(own)
+    try:
+        sources = heldout_sources(args)
+        lrs = list(args.grid_lr)
+        run_stage("grid", pilot.main, grid_command(args, lrs, train), args.dry_run)
+        if args.dry_run:  # what the later stages read off the earlier ones' runs
+            lr, warmup = "LR", "WU"
+        else:
+            found = summarise(args.out / "pilot-grid", args.plateau_gain, "post_ln")
+            wider = extended(lrs, grid_edge(found["chosen"], found["runs"]))
+            if wider != lrs:
+                print(f"[grid] the choice is on the grid's edge ({', '.join(found['edge'])}): one more step", flush=True)
+                run_stage("grid", pilot.main, grid_command(args, wider, train), False)
+                found = summarise(args.out / "pilot-grid", args.plateau_gain, "post_ln")
+            if found["chosen"] is None:
+                raise StageError(f"{args.out / 'pilot-grid'}: no post_ln run learned")
+            lr, warmup = f"{found['chosen']['lr']:g}", str(found["chosen"]["warmup"])
+        run_stage("long runs", pilot.main, long_command(args, lr, warmup, train), args.dry_run)
+        budget_file = args.out / "budget.json"
+        if args.dry_run:
+            budget = {"max_steps": "T", "patience": PATIENCE, "patience_from": "U", "cut_max_steps": None}
+        else:
+            long_run = baseline_run(args.out / "pilot-long", args.plateau_gain)
+            try:
+                budget = study_budget(long_run, args.val_every, PATIENCE, args.capacity, FULL_RUNS, CUT_RUNS)
+            except ValueError as e:
+                raise StageError(f"budget: {e}; raise --long-steps and rerun") from None
+            budget.update(lr=float(lr), warmup=int(warmup), long_run=long_run["run"], best_bleu=long_run["best_bleu"],
+                          best_step=long_run["best_step"])
+            atomic.write_text(budget_file, json.dumps(budget, indent=2) + "\n")
+            print(f"[budget] {budget_file}: --max-steps {budget['max_steps']} --patience {budget['patience']} "
+                  f"--patience-from {budget['patience_from']}"
+                  + (f"; one-seed runs cut to {budget['cut_max_steps']}" if budget["cut_max_steps"] else "")
+                  + (f"; {budget['over_capacity']:,} updates over --capacity" if budget["over_capacity"] else ""),
+                  flush=True)
+        if args.dry_run:
+            print("[study] (the last two with --own-budget --max-steps T1 when 17 runs of T updates exceed --capacity)",
+                  flush=True)
+        for command in study_commands(args, lr, warmup, budget, train):
+            run_stage("study", sweep.main, command, args.dry_run)
+        print(f"[held-out] every run of {args.out / 'multi30k-converged'} translates "
+              f"{', '.join(map(str, sources))}", flush=True)
+        if not args.dry_run:
+            translate_heldout(args, sources)
+    except StageError as e:
+        print(f"converged study: error: {e}", file=sys.stderr)
+        return 2
+    print("converged study: " + ("dry run" if args.dry_run else "done"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

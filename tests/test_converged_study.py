@@ -1,0 +1,73 @@
+"""scripts/converged_study.py (issue #14's study as one resumable command): the grid's extension, the study's
+commands for a budget, the dry run and its errors. The whole chain is checked end to end by hand with a tiny budget
+(docs/study-multi30k-converged/plan.md): it trains some 30 runs, too long for the suite."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "converged_study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("converged_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_choice_on_the_learning_rate_edge_extends_the_grid_one_step_that_way(study):
+    lrs = [5e-4, 1e-3, 2e-3]
+    assert study.extended(lrs, ["highest peak learning rate (0.002)"]) == [5e-4, 1e-3, 2e-3, 4e-3]
+    assert study.extended(lrs, ["lowest peak learning rate (0.0005)", "highest warm-up (500)"]) == [
+        2.5e-4, 5e-4, 1e-3, 2e-3]
+    assert study.extended(lrs, ["highest warm-up (500)"]) == lrs  # the warm-up edge is not extended
+    assert study.extended(lrs, []) == lrs
+
+
+def flag(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def test_the_study_commands_carry_the_budget_and_cut_only_the_one_seed_runs(study):
+    args = study.build_parser().parse_args(["--data", "corpus", "--out", "s"])
+    budget = {"max_steps": 1560, "patience": 4, "patience_from": 480, "cut_max_steps": 960}
+    commands = study.study_commands(args, "0.001", "500", budget, ["--arch", "tiny"])
+    assert [flag(c, "--skip") for c in commands] == ["post_ln,pre_ln,rskip_ln,xskip_ln", "skip,xskip,xskip_ln",
+                                                     "rskip_ln"]
+    assert [flag(c, "--seeds") for c in commands] == ["1,2,3", "1", "1"]
+    assert [flag(c, "--max-steps") for c in commands] == ["1560", "960", "960"]
+    assert ["--own-budget" in c for c in commands] == [False, True, True]
+    for c in commands:
+        own, train = c[: c.index("--")], c[c.index("--") + 1:]
+        assert (flag(own, "--patience"), flag(own, "--patience-from"), flag(own, "--also-average-last")) == (
+            "4", "480", "5")
+        assert flag(own, "--out") == str(Path("s") / "multi30k-converged")
+        assert own[own.index("--pilot") + 1: own.index("--pilot") + 3] == [str(Path("s") / "pilot-grid"),
+                                                                          str(Path("s") / "pilot-long")]
+        assert (flag(train, "--lr"), flag(train, "--warmup"), flag(train, "--save-every"),
+                flag(train, "--keep-last")) == ("0.001", "500", "60", "5")
+        assert train[-2:] == ["--arch", "tiny"]  # the script's own flags first, so that those after -- win
+    uncut = study.study_commands(args, "0.001", "500", {**budget, "cut_max_steps": None}, [])
+    assert [flag(c, "--max-steps") for c in uncut] == ["1560"] * 3 and not any("--own-budget" in c for c in uncut)
+
+
+def test_the_dry_run_prints_every_stage_and_writes_nothing(study, tmp_path, capsys):
+    source = tmp_path / "set.en"
+    source.write_text("a b\n")
+    out = tmp_path / "study"
+    assert study.main(["--data", "corpus", "--out", str(out), "--heldout", str(source), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    stages = [line.split("]")[0] + "]" for line in printed.splitlines() if line.startswith("[")]
+    assert stages == ["[grid]", "[long runs]", "[study]", "[study]", "[study]", "[study]", "[held-out]"]
+    assert "--lr LR --warmup WU" in printed and "--max-steps T --patience 4 --patience-from U" in printed
+    assert not out.exists()
+
+
+def test_a_missing_heldout_source_is_named_before_anything_trains(study, tmp_path, capsys):
+    missing = tmp_path / "nope.en"
+    assert study.main(["--data", "corpus", "--out", str(tmp_path / "s"), "--heldout", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
