@@ -33,6 +33,7 @@ evaluation settings), so a rerun after one more run re-translates only that one;
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -94,9 +95,12 @@ def _cache_file(cache_dir: Path, run: Path, settings: EvalSettings) -> Path:
 
 
 def _cache_key(run: Path, settings: EvalSettings, scoring: ScoringSettings) -> dict:
-    """What a cached evaluation of ``run`` must match: its results.json (by time) and the evaluation settings."""
+    """What a cached evaluation of ``run`` must match: its results.json (by content, so that a study folder kept
+    without its checkpoints and copied or cloned elsewhere still reports from its cache) and the evaluation
+    settings."""
     results = run / "results.json"
-    return {"results_mtime_ns": results.stat().st_mtime_ns if results.is_file() else None, "split": scoring.split,
+    return {"results_sha256": hashlib.sha256(results.read_bytes()).hexdigest() if results.is_file() else None,
+            "split": scoring.split,
             "beam": settings.beam, "lenpen": settings.lenpen, "lenpen_style": settings.lenpen_style,
             "average_last": settings.average_last, "limit": scoring.limit}
 
@@ -118,8 +122,8 @@ def evaluate_runs(out: Path, settings: EvalSettings,
         cache = _cache_file(cache_dir, run, settings)
         if cache.is_file():
             cached = json.loads(cache.read_text())
-            if cached.get("key") == key:
-                scores.append(RunScore(**cached["score"]))
+            if cached.get("key") == key:  # the run where it is now (the study folder may have been moved)
+                scores.append(RunScore(**{**cached["score"], "run": str(run)}))
                 continue
         try:
             score = evaluate.evaluate_run(run, settings, scoring)
@@ -437,30 +441,42 @@ def gradient_flow_markdown(rows: list[dict]) -> str:
 def why(out: Path, folder: Path, settings: DiagnosisSettings, only: frozenset[str] | None = None) -> dict:
     """The diagnosis (``nmt.diagnose``) of each variant's best checkpoint, of its first seed (of the variants whose
     ``--skip`` name is in ``only``, when given): cached in ``out/diagnosis/<run>/`` (redone only when the checkpoint
-    file or the settings change), the figures of all of them side by side in ``folder`` (``why_*.png``). Returns
-    {"results": [(run, diagnosis)], "failed": [...], "pictures": [...], "only": sorted names or None}."""
+    file or the settings change; a run kept without its checkpoints keeps its cached diagnosis), the figures of all
+    of them side by side in ``folder`` (``why_*.png``). Returns {"results": [(run, diagnosis)], "failed": [...],
+    "pictures": [...], "only": sorted names or None}."""
     from nmt.checkpoint import CheckpointError, find_checkpoint
     from nmt.diagnose import figures as diagnosis_figures
-    from nmt.diagnose.diagnosis import cache_key, cached_diagnosis, diagnose, write_diagnosis
+    from nmt.diagnose.diagnosis import (
+        cache_key,
+        cached_diagnosis,
+        cached_without_checkpoint,
+        diagnose,
+        write_diagnosis,
+    )
     from nmt.diagnose.subject import NotDiagnosable, load_subject
 
     cfgs = _configured_runs(out)
-    first: dict[str, tuple[int, Path, Path]] = {}  # variant → (seed, run, checkpoint) of its first seed with weights
+    first: dict[str, tuple[int, Path, Path | None]] = {}  # variant → (seed, run, checkpoint) of its first seed
     for run, cfg in cfgs.items():
         if (only is not None and cfg.skip not in only) or _still_open(run):
             continue
         try:
             checkpoint = find_checkpoint(run, "best")
-        except CheckpointError:
-            continue  # diverged or stopped before its first checkpoint
+        except CheckpointError:  # diverged or stopped before its first checkpoint, or kept without its checkpoints
+            if cached_without_checkpoint(out / "diagnosis" / run.name, settings) is None:
+                continue
+            checkpoint = None
         label = _label(cfg)
         if label not in first or cfg.seed < first[label][0]:
             first[label] = (cfg.seed, run, checkpoint)
     results, failed = [], []
     for label in _in_order(cfgs[run] for _, run, _ in first.values()):
         _, run, checkpoint = first[label]
-        key = cache_key(checkpoint, settings)
         target = out / "diagnosis" / run.name
+        if checkpoint is None:
+            results.append((run, cached_without_checkpoint(target, settings)))
+            continue
+        key = cache_key(checkpoint, settings)
         result = cached_diagnosis(target, key)
         if result is None:
             print(f"diagnosing {run.name} ({checkpoint.name}) ...", flush=True)

@@ -10,6 +10,7 @@ invocation adds a second post_ln seed into the same study.
 import fcntl
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -329,6 +330,30 @@ def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study, c
     data = json.loads((folder / "study" / "report" / "results.json").read_text())
     assert [v["label"] for v in data["diagnosis"]["variants"]] == ["post_ln"] and data["diagnosis"]["only"] == ["post_ln"]
     assert "Only post_ln (`--why-only`)" in (folder / "study" / "report" / "results.md").read_text()
+
+
+def test_a_study_kept_without_its_checkpoints_reports_from_its_caches(study, tmp_path, capsys):
+    """A study folder saved light (no checkpoints, copied or cloned: new file times) reports as before: the scores
+    and diagnoses are read from its caches, since nothing is left to translate or diagnose."""
+    from nmt import report
+
+    flags = ["--bootstrap", "100", "--why-only", "post_ln"]
+    assert report.main([str(study["folder"] / "study"), *flags]) == 0
+    before = json.loads((study["folder"] / "study" / "report" / "results.json").read_text())
+    light = tmp_path / "light"
+    shutil.copytree(study["folder"] / "study", light, copy_function=shutil.copy,  # shutil.copy: new file times
+                    ignore=shutil.ignore_patterns("*.ckpt", "checkpoints", "tb", "report", ".sweep.lock"))
+    assert not list(light.rglob("*.ckpt"))
+    capsys.readouterr()
+    assert report.main([str(light), *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "diagnosing" not in printed and ": BLEU" not in printed  # nothing translated or diagnosed again
+    after = json.loads((light / "report" / "results.json").read_text())
+    # the same tables, naming the runs where they are now
+    assert json.loads(json.dumps(after["tables"]).replace(str(light), str(study["folder"] / "study"))) == \
+        before["tables"]
+    assert [v["summary"] for v in after["diagnosis"]["variants"]] == [
+        v["summary"] for v in before["diagnosis"]["variants"]]
 
 
 def test_sigterm_to_the_sweep_stops_its_run_cleanly(study):

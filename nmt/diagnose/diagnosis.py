@@ -220,6 +220,19 @@ def cached_diagnosis(folder: Path, key: dict) -> dict | None:
     return result if result.get("key") == key else None
 
 
+def cached_without_checkpoint(folder: Path, settings: DiagnosisSettings) -> dict | None:
+    """The diagnosis in ``folder`` if it was made with ``settings``, whatever the checkpoint's size and time: for a
+    run kept without its checkpoints (a study folder saved light, checkpoints being hundreds of MB), whose diagnosis
+    cannot be redone and stands for the checkpoint it was made on. None without one."""
+    path = folder / "diagnosis.json"
+    try:
+        result = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return None
+    key = result.get("key") or {}
+    return result if key.get("format") == FORMAT and key.get("settings") == settings.to_dict() else None
+
+
 def summary_markdown(result: dict, pictures: list[str]) -> str:
     """summary.md: what was diagnosed, the summary numbers, the figures and how to read them."""
     s, settings = result["subject"], result["settings"]
