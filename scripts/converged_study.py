@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the plateau rule's gain over the last quarter of post_ln's long run (default: 0.3)")
     p.add_argument("--capacity", type=int, default=CAPACITY,
                    help=f"updates the study's hours allow, all runs together (default: {CAPACITY:,}, 12 h of CPU)")
+    p.add_argument("--state", type=Path,
+                   help="keep a light copy of OUT here (every file but checkpoints and TensorBoard logs: a few MB, "
+                   "for git), written after every stage; files missing from OUT are restored from it first, so that "
+                   "a study goes on from a fresh clone (runs in it count only once scored and translated)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     return p
 
@@ -187,6 +191,70 @@ def translate_heldout(args, sources: list[Path]) -> int:
     return done
 
 
+HEAVY_PARTS = {"checkpoints", "tb", "report"}
+"""Folders a light copy leaves out: checkpoints (hundreds of MB a run), TensorBoard logs, generated reports."""
+HEAVY_NAMES = {".sweep.lock", "spm.model"}
+
+
+def run_is_kept(run: Path, study: Path, sources: list[Path]) -> bool:
+    """Whether a light copy keeps ``run`` (a folder in some ``runs/``): once it has ended, and for a run of the
+    ``study`` folder once it has been scored (best.ckpt and the average of the last checkpoints) and has translated
+    every held-out source — what needs its checkpoints, which a light copy does not keep. A run not kept is trained
+    again from the start by a later session that has only the light copy."""
+    record = run / "results.json"
+    if not record.is_file():
+        return False
+    if run.parent.parent != study or json.loads(record.read_text()).get("diverged"):
+        return True
+    heldout = study / "heldout" / run.name
+    return ((study / "eval" / f"{run.name}.json").is_file()
+            and (study / "eval" / f"{run.name}.avg{AVERAGE_LAST}.json").is_file()
+            and all((heldout / f"{s.stem}.de").is_file() for s in sources))
+
+
+def light_files(out: Path, study: Path, sources: list[Path]) -> list[Path]:
+    """The files of ``out`` that a light copy keeps, relative to ``out``."""
+    kept = []
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out)
+        if (not path.is_file() or HEAVY_PARTS & set(rel.parts) or path.suffix in (".ckpt", ".tmp")
+                or path.name in HEAVY_NAMES):
+            continue
+        if "runs" in rel.parts[:-2]:
+            i = rel.parts.index("runs")
+            if not run_is_kept(out.joinpath(*rel.parts[: i + 2]), study, sources):
+                continue
+        kept.append(rel)
+    return kept
+
+
+def save_state(out: Path, state: Path, study: Path, sources: list[Path]) -> int:
+    """Copy the light files of ``out`` into ``state`` (each written whole); returns how many changed."""
+    changed = 0
+    for rel in light_files(out, study, sources):
+        data, target = (out / rel).read_bytes(), state / rel
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.replacing(target) as tmp:
+            tmp.write_bytes(data)
+        changed += 1
+    return changed
+
+
+def restore_state(state: Path, out: Path) -> int:
+    """Copy the files of ``state`` that ``out`` lacks into it; returns how many."""
+    restored = 0
+    for path in sorted(state.rglob("*")) if state.is_dir() else []:
+        target = out / path.relative_to(state)
+        if path.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.replacing(target) as tmp:
+                tmp.write_bytes(path.read_bytes())
+            restored += 1
+    return restored
+
+
 def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
     print(f"[{name}] python -m {main.__module__} {' '.join(argv)}", flush=True)
     if dry_run:
@@ -196,54 +264,79 @@ def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
         raise StageError(f"{name}: exit status {status}; rerun this command to continue")
 
 
+def choose_setting(args, train: list[str]) -> tuple[str, str]:
+    """The grid stage: (peak learning rate, warm-up) as written on a command line, read off the grid's runs after
+    extending it one step when its choice is on the learning-rate edge."""
+    lrs = list(args.grid_lr)
+    run_stage("grid", pilot.main, grid_command(args, lrs, train), args.dry_run)
+    if args.dry_run:  # what the later stages read off the earlier ones' runs
+        return "LR", "WU"
+    found = summarise(args.out / "pilot-grid", args.plateau_gain, "post_ln")
+    wider = extended(lrs, grid_edge(found["chosen"], found["runs"]))
+    if wider != lrs:
+        print(f"[grid] the choice is on the grid's edge ({', '.join(found['edge'])}): one more step", flush=True)
+        run_stage("grid", pilot.main, grid_command(args, wider, train), False)
+        found = summarise(args.out / "pilot-grid", args.plateau_gain, "post_ln")
+    if found["chosen"] is None:
+        raise StageError(f"{args.out / 'pilot-grid'}: no run of post_ln has a validation BLEU")
+    return f"{found['chosen']['lr']:g}", str(found["chosen"]["warmup"])
+
+
+def choose_budget(args, lr: str, warmup: str) -> dict:
+    """The budget stage: study_budget on post_ln's long run, written to OUT/budget.json."""
+    if args.dry_run:
+        print("[budget] T, P, U from post_ln's long run; the last two invocations with --own-budget --max-steps T1 "
+              "when 17 runs of T updates exceed --capacity", flush=True)
+        return {"max_steps": "T", "patience": PATIENCE, "patience_from": "U", "cut_max_steps": None}
+    long_run = baseline_run(args.out / "pilot-long", args.plateau_gain)
+    try:
+        budget = study_budget(long_run, args.val_every, PATIENCE, args.capacity, FULL_RUNS, CUT_RUNS)
+    except ValueError as e:
+        raise StageError(f"budget: {e}; raise --long-steps and rerun") from None
+    budget.update(lr=float(lr), warmup=int(warmup), long_run=long_run["run"], best_bleu=long_run["best_bleu"],
+                  best_step=long_run["best_step"])
+    atomic.write_text(args.out / "budget.json", json.dumps(budget, indent=2) + "\n")
+    print(f"[budget] {args.out / 'budget.json'}: --max-steps {budget['max_steps']} --patience {budget['patience']} "
+          f"--patience-from {budget['patience_from']}"
+          + (f"; one-seed runs cut to {budget['cut_max_steps']}" if budget["cut_max_steps"] else "")
+          + (f"; {budget['over_capacity']:,} updates over --capacity" if budget["over_capacity"] else ""), flush=True)
+    return budget
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     own, train = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     args = build_parser().parse_args(own)
+    study = args.out / "multi30k-converged"
     try:
         sources = heldout_sources(args)
-        lrs = list(args.grid_lr)
-        run_stage("grid", pilot.main, grid_command(args, lrs, train), args.dry_run)
-        if args.dry_run:  # what the later stages read off the earlier ones' runs
-            lr, warmup = "LR", "WU"
-        else:
-            found = summarise(args.out / "pilot-grid", args.plateau_gain, "post_ln")
-            wider = extended(lrs, grid_edge(found["chosen"], found["runs"]))
-            if wider != lrs:
-                print(f"[grid] the choice is on the grid's edge ({', '.join(found['edge'])}): one more step", flush=True)
-                run_stage("grid", pilot.main, grid_command(args, wider, train), False)
-                found = summarise(args.out / "pilot-grid", args.plateau_gain, "post_ln")
-            if found["chosen"] is None:
-                raise StageError(f"{args.out / 'pilot-grid'}: no post_ln run learned")
-            lr, warmup = f"{found['chosen']['lr']:g}", str(found["chosen"]["warmup"])
-        run_stage("long runs", pilot.main, long_command(args, lr, warmup, train), args.dry_run)
-        budget_file = args.out / "budget.json"
-        if args.dry_run:
-            budget = {"max_steps": "T", "patience": PATIENCE, "patience_from": "U", "cut_max_steps": None}
-        else:
-            long_run = baseline_run(args.out / "pilot-long", args.plateau_gain)
-            try:
-                budget = study_budget(long_run, args.val_every, PATIENCE, args.capacity, FULL_RUNS, CUT_RUNS)
-            except ValueError as e:
-                raise StageError(f"budget: {e}; raise --long-steps and rerun") from None
-            budget.update(lr=float(lr), warmup=int(warmup), long_run=long_run["run"], best_bleu=long_run["best_bleu"],
-                          best_step=long_run["best_step"])
-            atomic.write_text(budget_file, json.dumps(budget, indent=2) + "\n")
-            print(f"[budget] {budget_file}: --max-steps {budget['max_steps']} --patience {budget['patience']} "
-                  f"--patience-from {budget['patience_from']}"
-                  + (f"; one-seed runs cut to {budget['cut_max_steps']}" if budget["cut_max_steps"] else "")
-                  + (f"; {budget['over_capacity']:,} updates over --capacity" if budget["over_capacity"] else ""),
-                  flush=True)
-        if args.dry_run:
-            print("[study] (the last two with --own-budget --max-steps T1 when 17 runs of T updates exceed --capacity)",
-                  flush=True)
-        for command in study_commands(args, lr, warmup, budget, train):
-            run_stage("study", sweep.main, command, args.dry_run)
-        print(f"[held-out] every run of {args.out / 'multi30k-converged'} translates "
-              f"{', '.join(map(str, sources))}", flush=True)
-        if not args.dry_run:
-            translate_heldout(args, sources)
     except StageError as e:
+        print(f"converged study: error: {e}", file=sys.stderr)
+        return 2
+
+    def keep() -> None:  # the light copy, after every stage
+        if args.state is not None and not args.dry_run and args.out.is_dir():
+            print(f"[state] {args.state}: {save_state(args.out, args.state, study, sources)} files written", flush=True)
+
+    if args.state is not None and not args.dry_run:
+        print(f"[state] {restore_state(args.state, args.out)} files restored from {args.state}", flush=True)
+    try:
+        lr, warmup = choose_setting(args, train)
+        keep()
+        run_stage("long runs", pilot.main, long_command(args, lr, warmup, train), args.dry_run)
+        keep()
+        budget = choose_budget(args, lr, warmup)
+        for command in study_commands(args, lr, warmup, budget, train):
+            try:
+                run_stage("study", sweep.main, command, args.dry_run)
+            finally:  # the runs that finished are translated and kept, also when others failed
+                if not args.dry_run and (study / "runs").is_dir():
+                    translate_heldout(args, sources)
+                keep()
+        print(f"[held-out] every run of {study} translates {', '.join(map(str, sources))} into {study / 'heldout'}",
+              flush=True)
+    except StageError as e:
+        keep()
         print(f"converged study: error: {e}", file=sys.stderr)
         return 2
     print("converged study: " + ("dry run" if args.dry_run else "done"), flush=True)

@@ -61,7 +61,7 @@ def test_the_dry_run_prints_every_stage_and_writes_nothing(study, tmp_path, caps
     assert study.main(["--data", "corpus", "--out", str(out), "--heldout", str(source), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     stages = [line.split("]")[0] + "]" for line in printed.splitlines() if line.startswith("[")]
-    assert stages == ["[grid]", "[long runs]", "[study]", "[study]", "[study]", "[study]", "[held-out]"]
+    assert stages == ["[grid]", "[long runs]", "[budget]", "[study]", "[study]", "[study]", "[held-out]"]
     assert "--lr LR --warmup WU" in printed and "--max-steps T --patience 4 --patience-from U" in printed
     assert not out.exists()
 
@@ -71,3 +71,40 @@ def test_a_missing_heldout_source_is_named_before_anything_trains(study, tmp_pat
     assert study.main(["--data", "corpus", "--out", str(tmp_path / "s"), "--heldout", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_light_copy_keeps_what_a_later_session_needs_and_no_checkpoint(study, tmp_path):
+    out, state = tmp_path / "out", tmp_path / "state"
+    files = {
+        "pilot-long/pilot.md": "x", "pilot-long/.sweep.lock": "",
+        "pilot-long/runs/a/results.json": "{}", "pilot-long/runs/a/metrics.csv": "m",
+        "pilot-long/runs/a/checkpoints/best.ckpt": "w", "pilot-long/runs/a/tb/events": "t",
+        "pilot-long/runs/a/spm.model": "s",
+        "pilot-long/runs/b/config.yaml": "c",  # still training: left out
+        "multi30k-converged/runs/c/results.json": "{}", "multi30k-converged/runs/c/best.ckpt": "w",
+        "multi30k-converged/eval/c.json": "e", "multi30k-converged/eval/c.avg5.json": "e",
+        "multi30k-converged/heldout/c/set.de": "h\n",
+        "multi30k-converged/runs/d/results.json": "{}",  # ended but never scored: left out
+        "multi30k-converged/eval/half.json": "e", "multi30k-converged/runs/half/results.json": "{}",  # no average
+        "multi30k-converged/runs/e/results.json": '{"diverged": true}',  # nothing to score: kept
+        "multi30k-converged/report/README.md": "r", "budget.json": "{}",
+    }
+    for name, text in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    sources = [tmp_path / "set.en"]
+    assert study.save_state(out, state, out / "multi30k-converged", sources) == 10
+    kept = sorted(str(p.relative_to(state)) for p in state.rglob("*") if p.is_file())
+    assert kept == sorted([
+        "pilot-long/pilot.md", "pilot-long/runs/a/results.json", "pilot-long/runs/a/metrics.csv",
+        "multi30k-converged/runs/c/results.json", "multi30k-converged/eval/c.json",
+        "multi30k-converged/eval/c.avg5.json", "multi30k-converged/heldout/c/set.de",
+        "multi30k-converged/eval/half.json", "multi30k-converged/runs/e/results.json", "budget.json"])
+    assert study.save_state(out, state, out / "multi30k-converged", sources) == 0  # nothing changed since
+    # a fresh clone: the light copy restores what is missing and leaves what is there
+    fresh = tmp_path / "fresh"
+    (fresh / "pilot-long").mkdir(parents=True)
+    (fresh / "pilot-long" / "pilot.md").write_text("newer")
+    assert study.restore_state(state, fresh) == len(kept) - 1
+    assert (fresh / "pilot-long" / "pilot.md").read_text() == "newer"
+    assert (fresh / "multi30k-converged" / "heldout" / "c" / "set.de").read_text() == "h\n"
