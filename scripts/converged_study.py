@@ -22,6 +22,10 @@ on disk is not redone. The stages, with the rules fixed before the runs were see
 5. **held-out** (``OUT/multi30k-converged/heldout/<run>/<test set>.de``): every study run's best.ckpt translates
    each source in ``--heldout`` (beam 4, α 0.6, detokenized as evaluate.py scores it).
 
+``--state DIR`` keeps a light copy of OUT in DIR (no checkpoints: a few MB, for git) after every stage and restores
+from it first: on machines whose files do not outlive a session, commit DIR and the next session goes on from it
+(a run counts once it has been scored and has translated the held-out sets; one cut short is trained again).
+``--setting LR,WU`` skips the grid (its choice made and documented already, its runs not at hand).
 ``--dry-run`` prints the commands (with T, P, U as far as they are known) and stops. Flags after ``--`` go to every
 train.py run after the script's own. A check of the whole chain on the toy corpus with a tiny budget (about
 40 minutes on one core; plan.md)::
@@ -83,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the grid's peak learning rates (default: 5e-4,1e-3,2e-3)")
     p.add_argument("--grid-warmup", type=sweep.comma_list(int), default=GRID_WARMUP,
                    help="the grid's warm-ups (default: 200,500)")
+    p.add_argument("--setting", metavar="LR,WU",
+                   help="skip the grid: train the long runs and the study at this peak learning rate and warm-up "
+                   "(a grid's documented choice whose runs are not at hand; the report then shows no grid)")
     p.add_argument("--grid-steps", type=int, default=800, help="updates of a grid run (default: 800)")
     p.add_argument("--grid-val-every", type=int, default=100, help="validation interval of the grid (default: 100)")
     p.add_argument("--long-steps", type=int, default=4000, help="at most this many updates of a long run (4000)")
@@ -139,7 +146,7 @@ def study_commands(args, lr: str, warmup: str, budget: dict, train: list[str]) -
         out.append(["--config", args.config, "--out", str(args.out / "multi30k-converged"),
                     "--parallel", str(args.parallel), "--threads", str(args.threads), *steps,
                     "--also-average-last", str(AVERAGE_LAST),
-                    "--pilot", str(args.out / "pilot-grid"), str(args.out / "pilot-long"),
+                    "--pilot", *([] if args.setting else [str(args.out / "pilot-grid")]), str(args.out / "pilot-long"),
                     "--skip", skip, "--lambda", lambdas, "--seeds", seeds,
                     "--", "--data", args.data, "--lr", lr, "--warmup", warmup,
                     "--val-every", str(args.val_every), "--save-every", str(args.val_every),
@@ -266,7 +273,14 @@ def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
 
 def choose_setting(args, train: list[str]) -> tuple[str, str]:
     """The grid stage: (peak learning rate, warm-up) as written on a command line, read off the grid's runs after
-    extending it one step when its choice is on the learning-rate edge."""
+    extending it one step when its choice is on the learning-rate edge (or ``--setting``, without a grid)."""
+    if args.setting:
+        try:
+            lr, warmup = args.setting.split(",")
+            return f"{float(lr):g}", str(int(warmup))
+        except ValueError:
+            raise StageError(f"--setting {args.setting}: expected a peak learning rate and a warm-up, e.g. 1e-3,500") \
+                from None
     lrs = list(args.grid_lr)
     run_stage("grid", pilot.main, grid_command(args, lrs, train), args.dry_run)
     if args.dry_run:  # what the later stages read off the earlier ones' runs

@@ -66,6 +66,18 @@ def test_the_dry_run_prints_every_stage_and_writes_nothing(study, tmp_path, caps
     assert not out.exists()
 
 
+def test_a_setting_given_skips_the_grid_and_its_section_of_the_report(study, tmp_path, capsys):
+    source = tmp_path / "set.en"
+    source.write_text("a b\n")
+    flags = ["--data", "corpus", "--out", str(tmp_path / "s"), "--heldout", str(source), "--dry-run"]
+    assert study.main([*flags, "--setting", "1e-3,500"]) == 0
+    printed = capsys.readouterr().out
+    assert "[grid]" not in printed and "--lr 0.001 --warmup 500" in printed
+    assert "pilot-grid" not in printed and f"--pilot {tmp_path / 's' / 'pilot-long'} --skip" in printed
+    assert study.main([*flags, "--setting", "fast"]) == 2
+    assert "--setting fast: expected a peak learning rate and a warm-up" in capsys.readouterr().err
+
+
 def test_a_missing_heldout_source_is_named_before_anything_trains(study, tmp_path, capsys):
     missing = tmp_path / "nope.en"
     assert study.main(["--data", "corpus", "--out", str(tmp_path / "s"), "--heldout", str(missing)]) == 2
