@@ -177,16 +177,16 @@ def line_count(path: Path) -> int:
 
 
 def translate_heldout(args, sources: list[Path]) -> int:
-    """Every study run's best.ckpt translates ``sources``; files already complete (as many lines as their source)
-    are kept. Returns the number of runs translated now."""
+    """Every ended study run's best.ckpt translates ``sources``; files already complete (as many lines as their
+    source) are kept. Returns the number of runs translated now."""
     import torch
 
     torch.set_num_threads(max(1, args.threads * args.parallel))
     study = args.out / "multi30k-converged"
     done = 0
     for run in sorted((study / "runs").iterdir()):
-        if not (run / "best.ckpt").is_file():
-            continue
+        if not (run / "results.json").is_file() or not (run / "checkpoints" / "best.ckpt").is_file():
+            continue  # still training, or diverged before its first validation
         folder = study / "heldout" / run.name
         wanted = [folder / f"{s.stem}.de" for s in sources]
         if all(w.is_file() and line_count(w) == line_count(s) for w, s in zip(wanted, sources)):
