@@ -120,3 +120,22 @@ def test_the_light_copy_keeps_what_a_later_session_needs_and_no_checkpoint(study
     assert study.restore_state(state, fresh) == len(kept) - 1
     assert (fresh / "pilot-long" / "pilot.md").read_text() == "newer"
     assert (fresh / "multi30k-converged" / "heldout" / "c" / "set.de").read_text() == "h\n"
+
+
+def test_every_ended_run_translates_the_heldout_sources_once(study, toy_runs, tmp_path, capsys):
+    runs, _ = toy_runs
+    out = tmp_path / "s"
+    (out / "multi30k-converged" / "runs").mkdir(parents=True)
+    (out / "multi30k-converged" / "runs" / "post_ln-lambda1-seed1").symlink_to(runs["post_ln"][0])
+    (out / "multi30k-converged" / "runs" / "still-training").mkdir()  # no results.json: left alone
+    sources = [tmp_path / "one.en", tmp_path / "two.en"]
+    sources[0].write_text("the cat sees a dog .\n\nthe dog runs .\n")  # an empty line stays an empty line
+    sources[1].write_text("a bird sings .\n")
+    args = study.build_parser().parse_args(["--out", str(out), "--threads", "1", "--parallel", "1"])
+    assert study.translate_heldout(args, sources) == 1
+    heldout = out / "multi30k-converged" / "heldout"
+    assert sorted(p.name for p in heldout.iterdir()) == ["post_ln-lambda1-seed1"]
+    one, two = (heldout / "post_ln-lambda1-seed1" / name for name in ("one.de", "two.de"))
+    assert len(one.read_text().splitlines()) == 3 and one.read_text().splitlines()[1] == ""
+    assert len(two.read_text().splitlines()) == 1 and two.read_text().strip()
+    assert study.translate_heldout(args, sources) == 0  # complete: not translated again
