@@ -9,7 +9,7 @@ Two goldens (``tests/golden/*.json``):
 
 On the machine kind that recorded them (same CPU model and torch version) every float must be equal **bit for
 bit**; elsewhere (fp32 sums differ between CPU instruction sets) within a relative 1e-4 for the model golden and
-1e-3 for the 500-update runs, and token outputs must match. Record anew, only when a change is *meant* to change
+1e-3 for the 500-update runs (their BLEU within 1 point: ``BLEU_ABS``), and token outputs must match. Record anew, only when a change is *meant* to change
 the numerics, with ``NMT_RECORD_GOLDEN=1 pytest tests/test_golden.py`` and say so in the commit.
 """
 
@@ -45,11 +45,22 @@ def machine() -> dict:
     return {"cpu": cpu, "arch": platform.machine(), "torch": torch.__version__.split("+")[0]}
 
 
+BLEU_ABS = 1.0
+"""How far a BLEU may move on another machine kind. BLEU counts discrete outputs: an fp32 sum that rounds otherwise
+changes a greedy choice in a few sentences, and the BLEU of a 500-update toy run by a few tenths (0.17 on an Intel
+Xeon against the AMD EPYC recording, where the training losses agree within 1e-3), a relative 6% early in training,
+where BLEU is small. A change of the numerics moves it by far more (the initialisation change: 70.16 → 74.51)."""
+
+
 def compare(recorded: dict, now: dict, rel: float) -> None:
-    """Equal bit for bit on the recording machine kind, else within ``rel``; integers (tokens) always equal."""
+    """Equal bit for bit on the recording machine kind, else within ``rel`` (a BLEU within ``BLEU_ABS``); integers
+    (tokens) always equal."""
     exact = recorded["machine"] == machine()
     for key, want in recorded["values"].items():
         got = now[key]
+        if not exact and key.endswith("bleu"):
+            assert got == pytest.approx(want, abs=BLEU_ABS), key
+            continue
         if isinstance(want, list) and want and isinstance(want[0], list):  # token ids
             assert got == want, key
         elif isinstance(want, list):
