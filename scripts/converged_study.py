@@ -205,8 +205,8 @@ HEAVY_NAMES = {".sweep.lock", "spm.model"}
 
 def run_is_kept(run: Path, study: Path, sources: list[Path]) -> bool:
     """Whether a light copy keeps ``run`` (a folder in some ``runs/``): once it has ended, and for a run of the
-    ``study`` folder once it has been scored (best.ckpt and the average of the last checkpoints) and has translated
-    every held-out source — what needs its checkpoints, which a light copy does not keep. A run not kept is trained
+    ``study`` folder once it has been scored (best.ckpt, and the average of the last checkpoints when it has enough
+    of them) and has translated every held-out source — what needs its checkpoints, which a light copy does not keep. A run not kept is trained
     again from the start by a later session that has only the light copy."""
     record = run / "results.json"
     if not record.is_file():
@@ -214,8 +214,9 @@ def run_is_kept(run: Path, study: Path, sources: list[Path]) -> bool:
     if run.parent.parent != study or json.loads(record.read_text()).get("diverged"):
         return True
     heldout = study / "heldout" / run.name
-    return ((study / "eval" / f"{run.name}.json").is_file()
-            and (study / "eval" / f"{run.name}.avg{AVERAGE_LAST}.json").is_file()
+    averaged = (len(list((run / "checkpoints").glob("step-*.ckpt"))) < AVERAGE_LAST  # too few to average
+                or (study / "eval" / f"{run.name}.avg{AVERAGE_LAST}.json").is_file())
+    return ((study / "eval" / f"{run.name}.json").is_file() and averaged
             and all((heldout / f"{s.stem}.de").is_file() for s in sources))
 
 

@@ -97,7 +97,12 @@ def test_the_light_copy_keeps_what_a_later_session_needs_and_no_checkpoint(study
         "multi30k-converged/eval/c.json": "e", "multi30k-converged/eval/c.avg5.json": "e",
         "multi30k-converged/heldout/c/set.de": "h\n",
         "multi30k-converged/runs/d/results.json": "{}",  # ended but never scored: left out
-        "multi30k-converged/eval/half.json": "e", "multi30k-converged/runs/half/results.json": "{}",  # no average
+        "multi30k-converged/eval/half.json": "e", "multi30k-converged/runs/half/results.json": "{}",  # no average,
+        **{f"multi30k-converged/runs/half/checkpoints/step-{i}.ckpt": "w" for i in range(5)},  # though it could have
+        # two periodic checkpoints: too few to average (a run cut short), scored on best.ckpt alone: kept
+        "multi30k-converged/runs/f/results.json": "{}", "multi30k-converged/runs/f/checkpoints/step-1.ckpt": "w",
+        "multi30k-converged/runs/f/checkpoints/step-2.ckpt": "w", "multi30k-converged/eval/f.json": "e",
+        "multi30k-converged/heldout/f/set.de": "h\n",
         "multi30k-converged/runs/e/results.json": '{"diverged": true}',  # nothing to score: kept
         "multi30k-converged/report/README.md": "r", "budget.json": "{}",
     }
@@ -105,13 +110,14 @@ def test_the_light_copy_keeps_what_a_later_session_needs_and_no_checkpoint(study
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(text)
     sources = [tmp_path / "set.en"]
-    assert study.save_state(out, state, out / "multi30k-converged", sources) == 10
+    assert study.save_state(out, state, out / "multi30k-converged", sources) == 13
     kept = sorted(str(p.relative_to(state)) for p in state.rglob("*") if p.is_file())
     assert kept == sorted([
         "pilot-long/pilot.md", "pilot-long/runs/a/results.json", "pilot-long/runs/a/metrics.csv",
         "multi30k-converged/runs/c/results.json", "multi30k-converged/eval/c.json",
         "multi30k-converged/eval/c.avg5.json", "multi30k-converged/heldout/c/set.de",
-        "multi30k-converged/eval/half.json", "multi30k-converged/runs/e/results.json", "budget.json"])
+        "multi30k-converged/eval/half.json", "multi30k-converged/runs/e/results.json", "budget.json",
+        "multi30k-converged/runs/f/results.json", "multi30k-converged/eval/f.json", "multi30k-converged/heldout/f/set.de"])
     assert study.save_state(out, state, out / "multi30k-converged", sources) == 0  # nothing changed since
     # a fresh clone: the light copy restores what is missing and leaves what is there
     fresh = tmp_path / "fresh"
