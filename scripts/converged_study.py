@@ -12,7 +12,7 @@ on disk is not redone. The stages, with the rules fixed before the runs were see
    the highest validation BLEU; a choice on the grid's lowest or highest learning rate extends it once that way
    (half or double, both warm-ups).
 2. **long runs** (``OUT/pilot-long``): post_ln and rskip_ln λ=2 at the chosen setting, validation every
-   ``--val-every``, ``--patience 10``, at most ``--long-steps`` updates.
+   ``--val-every``, ``--patience 17``, at most ``--long-steps`` updates.
 3. **budget** (``OUT/budget.json``): ``nmt.pilot_summary.study_budget`` on post_ln's long run: T (its plateau),
    P = 4, U, and the one-seed runs' cut when 17 runs of T updates exceed ``--capacity``.
 4. **study** (``OUT/multi30k-converged``): three ``nmt.sweep`` invocations — post_ln, pre_ln, rskip_ln λ=2 and
@@ -55,7 +55,9 @@ from nmt.pilot_summary import grid_edge, study_budget, summarise
 GRID_LR = [5e-4, 1e-3, 2e-3]
 GRID_WARMUP = [200, 500]
 LONG = ("post_ln,rskip_ln", "1,2")  # --skip, --lambda of the long runs: post_ln and rskip_ln λ=2
-PATIENCE_LONG = 10
+PATIENCE_LONG = 17
+"""Validations without a new best before a long run stops: the plateau rule needs a run to reach 4/3 of its best
+update, so 17 × 60 updates cover a best up to 3,000 of the 4,000 (10, the first choice, one up to 1,800: plan.md)."""
 PATIENCE = 4
 PLATEAU_GAIN = 0.3
 # (--skip, --lambda, --seeds, cut when short of compute): 12 runs of three seeds, then the five one-seed runs
