@@ -270,6 +270,8 @@ def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
     if dry_run:
         return
     status = main(argv)
+    if status == 2:  # refused: its own error says why, and rerunning the same command would be refused again
+        raise StageError(f"{name}: refused (exit status 2, its error above)")
     if status != 0:
         raise StageError(f"{name}: exit status {status}; rerun this command to continue")
 
