@@ -457,15 +457,17 @@ def why(out: Path, folder: Path, settings: DiagnosisSettings, only: frozenset[st
 
     cfgs = _configured_runs(out)
     first: dict[str, tuple[int, Path, Path | None]] = {}  # variant → (seed, run, checkpoint) of its first seed
+    kept: dict[Path, dict] = {}  # the cached diagnoses of runs kept without their checkpoints
     for run, cfg in cfgs.items():
         if (only is not None and cfg.skip not in only) or _still_open(run):
             continue
         try:
             checkpoint = find_checkpoint(run, "best")
         except CheckpointError:  # diverged or stopped before its first checkpoint, or kept without its checkpoints
-            if cached_without_checkpoint(out / "diagnosis" / run.name, settings) is None:
+            found = cached_without_checkpoint(out / "diagnosis" / run.name, settings)
+            if found is None:
                 continue
-            checkpoint = None
+            checkpoint, kept[run] = None, found
         label = _label(cfg)
         if label not in first or cfg.seed < first[label][0]:
             first[label] = (cfg.seed, run, checkpoint)
@@ -474,7 +476,7 @@ def why(out: Path, folder: Path, settings: DiagnosisSettings, only: frozenset[st
         _, run, checkpoint = first[label]
         target = out / "diagnosis" / run.name
         if checkpoint is None:
-            results.append((run, cached_without_checkpoint(target, settings)))
+            results.append((run, kept[run]))
             continue
         key = cache_key(checkpoint, settings)
         result = cached_diagnosis(target, key)

@@ -131,8 +131,8 @@ def extended(lrs: list[float], edge: list[str]) -> list[float]:
 def long_command(args, lr: str, warmup: str, train: list[str]) -> list[str]:
     return ["--config", args.config, "--parallel", str(args.parallel), "--threads", str(args.threads),
             "--skip", LONG[0], "--lambda", LONG[1], "--lr", lr, "--warmup", warmup,
-            "--max-steps", str(args.long_steps), "--patience", str(PATIENCE_LONG), "--plateau-gain", str(args.plateau_gain),
-            "--out", str(args.out / "pilot-long"),
+            "--max-steps", str(args.long_steps), "--patience", str(PATIENCE_LONG),
+            "--plateau-gain", str(args.plateau_gain), "--out", str(args.out / "pilot-long"),
             "--", "--data", args.data, "--val-every", str(args.val_every), *train]
 
 
@@ -208,8 +208,8 @@ HEAVY_NAMES = {".sweep.lock", "spm.model"}
 def run_is_kept(run: Path, study: Path, sources: list[Path]) -> bool:
     """Whether a light copy keeps ``run`` (a folder in some ``runs/``): once it has ended, and for a run of the
     ``study`` folder once it has been scored (best.ckpt, and the average of the last checkpoints when it has enough
-    of them) and has translated every held-out source — what needs its checkpoints, which a light copy does not keep. A run not kept is trained
-    again from the start by a later session that has only the light copy."""
+    of them) and has translated every held-out source — what needs its checkpoints, which a light copy does not
+    keep. A run not kept is trained again from the start by a later session that has only the light copy."""
     record = run / "results.json"
     if not record.is_file():
         return False
@@ -238,6 +238,13 @@ def light_files(out: Path, study: Path, sources: list[Path]) -> list[Path]:
     return kept
 
 
+def copy_into_place(data: bytes, target: Path) -> None:
+    """``data`` written to ``target`` whole or not at all, its folder made first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.replacing(target) as tmp:
+        tmp.write_bytes(data)
+
+
 def save_state(out: Path, state: Path, study: Path, sources: list[Path]) -> int:
     """Copy the light files of ``out`` into ``state`` (each written whole); returns how many changed."""
     changed = 0
@@ -245,9 +252,7 @@ def save_state(out: Path, state: Path, study: Path, sources: list[Path]) -> int:
         data, target = (out / rel).read_bytes(), state / rel
         if target.is_file() and target.read_bytes() == data:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic.replacing(target) as tmp:
-            tmp.write_bytes(data)
+        copy_into_place(data, target)
         changed += 1
     return changed
 
@@ -258,9 +263,7 @@ def restore_state(state: Path, out: Path) -> int:
     for path in sorted(state.rglob("*")) if state.is_dir() else []:
         target = out / path.relative_to(state)
         if path.is_file() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic.replacing(target) as tmp:
-                tmp.write_bytes(path.read_bytes())
+            copy_into_place(path.read_bytes(), target)
             restored += 1
     return restored
 

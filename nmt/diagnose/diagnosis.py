@@ -208,27 +208,26 @@ def cache_key(checkpoint: Path, settings: DiagnosisSettings) -> dict:
             "settings": settings.to_dict()}
 
 
+def _read_cached(folder: Path) -> dict:
+    """``folder``'s diagnosis.json, {} when there is none or it cannot be read."""
+    path = folder / "diagnosis.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
 def cached_diagnosis(folder: Path, key: dict) -> dict | None:
     """The diagnosis in ``folder`` if it was made with ``key``, else None."""
-    path = folder / "diagnosis.json"
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return result if result.get("key") == key else None
+    result = _read_cached(folder)
+    return result if result and result.get("key") == key else None
 
 
 def cached_without_checkpoint(folder: Path, settings: DiagnosisSettings) -> dict | None:
     """The diagnosis in ``folder`` if it was made with ``settings``, whatever the checkpoint's size and time: for a
     run kept without its checkpoints (a study folder saved light, checkpoints being hundreds of MB), whose diagnosis
     cannot be redone and stands for the checkpoint it was made on. None without one."""
-    path = folder / "diagnosis.json"
-    try:
-        result = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        return None
+    result = _read_cached(folder)
     key = result.get("key") or {}
     return result if key.get("format") == FORMAT and key.get("settings") == settings.to_dict() else None
 
