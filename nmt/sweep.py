@@ -11,7 +11,8 @@
 - **Fairness.** Every run gets the same ``--config``, the same extra train.py flags and ``--max-steps``:
   the same data, model size, number of updates and seeds. ``DIR/sweep.json`` records them, and a later
   sweep into the same ``--out`` with other training settings is refused, so several invocations with
-  different ``--skip``/``--lambda``/``--seeds`` (per-variant seed counts) add to one comparable study.
+  different ``--skip``/``--lambda``/``--seeds`` (per-variant seed counts) add to one comparable study. A larger
+  ``--patience`` is the one change taken, while no run has stopped on the smaller one: it moves only where runs stop.
 - **Runs.** ``train.py`` in a subprocess per run, in ``DIR/runs/<skip>-lambda<λ>-seed<s>`` with its output in
   ``DIR/logs/<name>.log``; one after another, or ``--parallel K`` at once with ``OMP_NUM_THREADS`` =
   cores / K each and, on a GPU machine, each its share of the GPUs (``CUDA_VISIBLE_DEVICES``, see ``gpu_slots``).
@@ -200,13 +201,34 @@ def _settings(args: argparse.Namespace) -> dict:
     }
 
 
+def _raised_patience(out: Path, before: int | None, asked: int | None, own: bool) -> int | None:
+    """The study's ``--patience`` that this invocation raises (returned), or None when it does not raise it.
+
+    Patience decides only when a run stops, never what it learns, so a larger one keeps a study comparable while
+    none of its runs has stopped on the smaller one (such a run would end short of where the others go); a study
+    with one is refused (SweepError) with the runs named. 0 (never stop) is not "larger"."""
+    if own or not before or not asked or asked <= before:
+        return None
+    stopped = sorted(run.name for run in (out / "runs").glob("*")
+                     if run.is_dir() and read_results(run).get("stop_reason") == "patience")
+    if stopped:
+        raise SweepError(f"{out}: --patience {asked} would raise the study's {before}, but "
+                         f"{', '.join(stopped)} already stopped on {before}; its runs would not be comparable: "
+                         "use another --out")
+    return before
+
+
 def record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> dict:
     """Add this invocation to DIR/sweep.json; refuse (SweepError) one whose shared settings differ from the study's.
-    With ``--own-budget`` the BUDGET flags are this invocation's own (recorded with it), not compared."""
+    With ``--own-budget`` the BUDGET flags are this invocation's own (recorded with it), not compared. A larger
+    ``--patience`` is taken (``_raised_patience``) and recorded as the study's, with the invocation that raised it."""
     path = out / "sweep.json"
     settings = _settings(args)
     own = bool(getattr(args, "own_budget", False))
     record = json.loads(path.read_text()) if path.is_file() else {"settings": settings, "invocations": []}
+    raised_from = _raised_patience(out, record["settings"].get("patience"), settings["patience"], own)
+    if raised_from is not None:
+        record["settings"]["patience"] = settings["patience"]
     # a setting a study recorded before it existed (an older sweep.json) was its default: None
     differs = "; ".join(f"{k}: study has {record['settings'].get(k)!r}, asked {v!r}" for k, v in settings.items()
                         if record["settings"].get(k) != v and not (own and k in BUDGET))
@@ -219,7 +241,8 @@ def record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> d
                                   "skip": args.skip, "lambda": args.lambdas, "seeds": args.seeds,
                                   "parallel": args.parallel, "wall_time_s": None,
                                   "budget": {name: getattr(args, name) for name in BUDGET},
-                                  **({"own_budget": True} if own else {})})
+                                  **({"own_budget": True} if own else {}),
+                                  **({"patience_raised_from": raised_from} if raised_from is not None else {})})
     atomic.write_text(path, json.dumps(record, indent=2) + "\n")
     return record
 

@@ -97,6 +97,31 @@ def test_a_study_recorded_before_a_budget_flag_existed_continues_with_its_defaul
         sweep_module.record_invocation(tmp_path, args, ["--skip", "post_ln"])
 
 
+def test_a_larger_patience_is_taken_until_a_run_has_stopped_on_the_smaller_one(tmp_path):
+    import argparse
+
+    def invocation(patience):
+        return argparse.Namespace(config=None, train_args=["--val-every", "60"], max_steps=4000, patience=patience,
+                                  min_delta=None, patience_from=None, skip=["post_ln"], lambdas=[1.0], seeds=[1],
+                                  parallel=1)
+
+    sweep_module.record_invocation(tmp_path, invocation(10), ["first"])
+    run = tmp_path / "runs" / "post_ln-lambda1-seed1"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"finished": False, "stop_reason": "SIGTERM"}))
+    record = sweep_module.record_invocation(tmp_path, invocation(17), ["raised"])
+    assert record["settings"]["patience"] == 17 and record["invocations"][1]["patience_raised_from"] == 10
+    assert "patience_raised_from" not in record["invocations"][0]
+    with pytest.raises(sweep_module.SweepError, match="patience: study has 17, asked 10"):
+        sweep_module.record_invocation(tmp_path, invocation(10), ["lowered"])  # smaller: refused
+    with pytest.raises(sweep_module.SweepError, match="patience: study has 17, asked 0"):
+        sweep_module.record_invocation(tmp_path, invocation(0), ["never"])  # 0 (never stop) is not larger
+    (run / "results.json").write_text(json.dumps({"finished": True, "stop_reason": "patience", "test": {}}))
+    with pytest.raises(sweep_module.SweepError, match="post_ln-lambda1-seed1 already stopped on 17"):
+        sweep_module.record_invocation(tmp_path, invocation(20), ["too late"])
+    assert json.loads((tmp_path / "sweep.json").read_text())["settings"]["patience"] == 17  # nothing written
+
+
 def test_an_invocation_with_a_budget_of_its_own_is_recorded_and_said_in_the_report(tmp_path):
     import argparse
 
