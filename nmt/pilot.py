@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             _, signum = sweep.train_all(plan, args, out, lock_fd)
             sweep.finish_invocation(out, started)
             if signum is not None:
-                print("pilot stopped; rerun the same command to continue", flush=True)
+                print(f"pilot stopped by {sweep.stop_name(signum)}; rerun the same command to continue", flush=True)
                 return 128 + signum
         summary = write(out, args.plateau_gain, args.skip[0])
     chosen = summary["chosen"]

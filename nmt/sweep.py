@@ -21,7 +21,9 @@
   checkpoint (``train.py --resume``), and starts again from scratch a run that was stopped before its
   first checkpoint. SIGINT/SIGTERM to the sweep stop its runs cleanly (each saves ``last.ckpt``); if the
   sweep is killed outright (SIGKILL), its runs get SIGTERM from the kernel (Linux ``PR_SET_PDEATHSIG``)
-  and save likewise, and a new sweep on the same ``--out`` waits until they have exited.
+  and save likewise, and a new sweep on the same ``--out`` waits until they have exited. ``--until HH:MM`` stops
+  it the same way at that time, and starts no run whose remaining updates would end past it (at the speed its runs
+  have shown so far): on a machine whose files do not outlive a session, no run is half trained and lost.
 - **Report.** All runs in ``DIR/runs`` are evaluated (``nmt.evaluate``; scores cached in ``DIR/eval``) and
   ``DIR/report/`` is written by ``nmt.report``: the BLEU table, the smallest detectable difference,
   figures and a README with setup, hardware, wall time and provenance. ``--report-only`` skips training.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -272,7 +275,8 @@ def study_lock(out: Path) -> Iterator[int]:
 
 
 class Stop:
-    """SIGINT/SIGTERM to the sweep: no new runs; running ones get SIGTERM (they save and stop)."""
+    """SIGINT/SIGTERM to the sweep, or its ``--until`` time: no new runs; running ones get SIGTERM (they save and
+    stop). The time reads as SIGALRM (``stop_name`` says ``--until``)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -282,10 +286,52 @@ class Stop:
         if self.signum is not None:
             return
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping the running runs (each saves its checkpoint) ...", flush=True)
+        print(f"\n{stop_name(signum)}: stopping the running runs (each saves its checkpoint) ...", flush=True)
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+
+
+def stop_name(signum: int) -> str:
+    """What stopped a sweep: a signal's name, or ``--until`` (SIGALRM: the sweep's own clock)."""
+    return "--until" if signum == signal.SIGALRM else signal.Signals(signum).name
+
+
+def parse_until(text: str) -> float:
+    """``--until``: HH:MM (the next time the clock shows it, today or tomorrow) or an ISO date and time, as a Unix
+    time."""
+    try:
+        if len(text) <= 5:
+            hour, minute = (int(x) for x in text.split(":"))
+            now = datetime.datetime.now()
+            when = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            return (when + datetime.timedelta(days=1 if when <= now else 0)).timestamp()
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HH:MM or an ISO date and time, got {text!r}") from None
+
+
+def seconds_per_update(runs_dir: Path) -> float | None:
+    """The median wall time per update of the runs in ``runs_dir`` so far (their results.json, every session,
+    validation included), None before any run has stopped once."""
+    rates = sorted(r["wall_time_s"] / r["steps"] for run in runs_dir.glob("*")
+                   if (r := read_results(run)).get("steps") and r.get("wall_time_s"))
+    return rates[len(rates) // 2] if rates else None
+
+
+def ends_in_time(run_dir: Path, state: str, max_steps: int | None, rate: float | None, until: float) -> str | None:
+    """Why a run should not start under ``--until`` (None: start it): past the time, or its remaining updates
+    (``max_steps`` less those it has, at ``rate`` seconds each) would end past it. Unknown rate or budget: start."""
+    now = time.time()
+    if now >= until:
+        return "the --until time has come"
+    if rate is None or max_steps is None:
+        return None
+    left = max_steps - (read_results(run_dir).get("steps", 0) if state == RESUME else 0)
+    if now + left * rate <= until:
+        return None
+    return (f"its {left:,} updates left take up to {left * rate / 60:.0f} min at {rate:.2f} s an update (this "
+            f"study's runs so far), past --until {time.strftime('%H:%M', time.localtime(until))}")
 
 
 def gpu_slots(parallel: int, environ=os.environ, count: int | None = None) -> list[str | None]:
@@ -319,7 +365,7 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
     runs_dir, logs = out / "runs", out / "logs"
     runs_dir.mkdir(exist_ok=True)
     logs.mkdir(exist_ok=True)
-    todo, outcome = deque(), {}
+    todo, outcome, postponed = deque(), {}, []
     for run in plan.runs:
         run_dir = runs_dir / run.name
         state = run_state(run_dir)
@@ -338,13 +384,23 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
     gpus = gpu_slots(args.parallel)
     free_slots = list(range(args.parallel))
     stop = Stop()
+    until = getattr(args, "until", None)
+    rate = seconds_per_update(runs_dir) if until is not None else None
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     running: dict[subprocess.Popen, tuple[Run, float, int]] = {}
     try:
         while (todo and stop.signum is None) or running:
+            if until is not None and time.time() >= until and running:
+                stop(signal.SIGALRM, None)
             while todo and len(running) < args.parallel and stop.signum is None:
                 run, state = todo.popleft()
                 run_dir = runs_dir / run.name
+                late = until is not None and ends_in_time(run_dir, state, args.max_steps, rate, until)
+                if late:
+                    postponed.append(run.name)
+                    outcome[run.name] = f"not started: {late}"
+                    print(f"[{time.strftime('%H:%M:%S')}] {run.name}: {outcome[run.name]}", flush=True)
+                    continue
                 if state == RESTART:
                     shutil.rmtree(run_dir)
                     print(f"{run.name}: stopped before its first checkpoint; starting it again from scratch",
@@ -374,6 +430,8 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+    if postponed and stop.signum is None:  # runs left for the next sweep: as if the time had stopped it
+        stop.signum = signal.SIGALRM
     return outcome, stop.signum
 
 
@@ -413,6 +471,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="threads per run, and of the sweep's own evaluation and diagnoses once its runs are trained "
                    "(default: cores / --parallel per run, one per core for the evaluation)")
+    p.add_argument("--until", type=parse_until, metavar="HH:MM",
+                   help="stop at this time (HH:MM, the next time the clock shows it, or an ISO date and time): the "
+                   "running runs save their checkpoint and stop, and a run starts only if the updates it has left "
+                   "end before it at the speed this folder's runs have shown; exit status 142, and the next sweep "
+                   "goes on (for machines whose files do not outlive a session)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
 
 
@@ -492,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = [name for name, what in outcome.items() if what.startswith(("failed", "stopped"))]
             if signum is not None:
                 finish_invocation(out, started)
-                print(f"sweep stopped by {signal.Signals(signum).name}; rerun the same command to continue",
+                print(f"sweep stopped by {stop_name(signum)}; rerun the same command to continue",
                       flush=True)
                 return 128 + signum
             if failed:

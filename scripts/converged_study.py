@@ -25,6 +25,8 @@ on disk is not redone. The stages, with the rules fixed before the runs were see
 ``--state DIR`` keeps a light copy of OUT in DIR (no checkpoints: a few MB, for git) after every stage and restores
 from it first: on machines whose files do not outlive a session, commit DIR and the next session goes on from it
 (a run counts once it has been scored and has translated the held-out sets; one cut short is trained again).
+``--until HH:MM`` stops the runs at that time and starts none that would end after it, then scores, translates and
+keeps the runs that finished (exit status 142: rerun later to go on): a session's runs end inside it.
 ``--setting LR,WU`` skips the grid (its choice made and documented already, its runs not at hand).
 ``--dry-run`` prints the commands (with T, P, U as far as they are known) and stops. Flags after ``--`` go to every
 train.py run after the script's own. A check of the whole chain on the toy corpus with a tiny budget (about
@@ -42,7 +44,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +59,7 @@ from nmt.pilot_summary import grid_edge, study_budget, summarise
 GRID_LR = [5e-4, 1e-3, 2e-3]
 GRID_WARMUP = [200, 500]
 LONG = ("post_ln,rskip_ln", "1,2")  # --skip, --lambda of the long runs: post_ln and rskip_ln λ=2
+UNTIL_STATUS = 128 + signal.SIGALRM  # a sweep or pilot stopped by its --until (nmt.sweep.stop_name)
 PATIENCE_LONG = 17
 """Validations without a new best before a long run stops: the plateau rule needs a run to reach 4/3 of its best
 update, so 17 × 60 updates cover a best up to 3,000 of the 4,000 (10, the first choice, one up to 1,800: plan.md)."""
@@ -71,7 +76,15 @@ CAPACITY = 18_782
 
 
 class StageError(Exception):
-    """A stage cannot go on (its message says why and what to do)."""
+    """A stage cannot go on (its message says why and what to do); ``status``: the script's exit status."""
+
+    status = 2
+
+
+class StoppedAtUntil(StageError):
+    """A stage stopped at ``--until``: the next run of the same command goes on from there."""
+
+    status = UNTIL_STATUS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,12 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a light copy of OUT here (every file but checkpoints and TensorBoard logs: a few MB, "
                    "for git), written after every stage; files missing from OUT are restored from it first, so that "
                    "a study goes on from a fresh clone (runs in it count only once scored and translated)")
+    p.add_argument("--until", type=until_time, metavar="HH:MM",
+                   help="stop the runs at this time (HH:MM or an ISO date and time) and start none that would end "
+                   "after it (nmt.sweep --until); finished runs are still scored, translated and kept, so leave a "
+                   "few minutes for that before a session's end; exit status 142, and the same command goes on")
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     return p
 
 
+def until_time(text: str) -> str:
+    """``--until`` as an ISO date and time, so that every stage reads the same moment (HH:MM: the next one)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(sweep.parse_until(text)))
+
+
+def until(args) -> list[str]:
+    return ["--until", args.until] if args.until else []
+
+
 def grid_command(args, lrs: list[float], train: list[str]) -> list[str]:
-    return ["--config", args.config, "--parallel", str(args.parallel), "--threads", str(args.threads),
+    return ["--config", args.config, "--parallel", str(args.parallel), "--threads", str(args.threads), *until(args),
             "--skip", "post_ln", "--lr", ",".join(f"{x:g}" for x in lrs),
             "--warmup", ",".join(map(str, args.grid_warmup)), "--max-steps", str(args.grid_steps),
             "--plateau-gain", str(args.plateau_gain),
@@ -129,7 +155,7 @@ def extended(lrs: list[float], edge: list[str]) -> list[float]:
 
 
 def long_command(args, lr: str, warmup: str, train: list[str]) -> list[str]:
-    return ["--config", args.config, "--parallel", str(args.parallel), "--threads", str(args.threads),
+    return ["--config", args.config, "--parallel", str(args.parallel), "--threads", str(args.threads), *until(args),
             "--skip", LONG[0], "--lambda", LONG[1], "--lr", lr, "--warmup", warmup,
             "--max-steps", str(args.long_steps), "--patience", str(PATIENCE_LONG),
             "--plateau-gain", str(args.plateau_gain), "--out", str(args.out / "pilot-long"),
@@ -146,7 +172,7 @@ def study_commands(args, lr: str, warmup: str, budget: dict, train: list[str]) -
         if cuttable and budget.get("cut_max_steps"):
             steps = ["--own-budget", "--max-steps", str(budget["cut_max_steps"]), *steps[2:]]
         out.append(["--config", args.config, "--out", str(args.out / "multi30k-converged"),
-                    "--parallel", str(args.parallel), "--threads", str(args.threads), *steps,
+                    "--parallel", str(args.parallel), "--threads", str(args.threads), *until(args), *steps,
                     "--also-average-last", str(AVERAGE_LAST),
                     "--pilot", *([] if args.setting else [str(args.out / "pilot-grid")]), str(args.out / "pilot-long"),
                     "--skip", skip, "--lambda", lambdas, "--seeds", seeds,
@@ -273,6 +299,9 @@ def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
     if dry_run:
         return
     status = main(argv)
+    if status == UNTIL_STATUS:
+        raise StoppedAtUntil(f"{name}: stopped at --until {argv[argv.index('--until') + 1]}; rerun this command "
+                             "(with a later --until) to continue")
     if status == 2:  # refused: its own error says why, and rerunning the same command would be refused again
         raise StageError(f"{name}: refused (exit status 2, its error above)")
     if status != 0:
@@ -351,16 +380,24 @@ def main(argv: list[str] | None = None) -> int:
         for command in study_commands(args, lr, warmup, budget, train):
             try:
                 run_stage("study", sweep.main, command, args.dry_run)
-            finally:  # the runs that finished are translated and kept, also when others failed
+            except StoppedAtUntil:  # score the runs that finished, so that the light copy keeps them
+                dashes = command.index("--")
+                sweep.main([*command[:dashes], "--report-only", "--no-why", *command[dashes:]])
+                raise
+            finally:  # the runs that finished are translated and kept, also when others failed or the time came
                 if not args.dry_run and (study / "runs").is_dir():
                     translate_heldout(args, sources)
                 keep()
         print(f"[held-out] every run of {study} translates {', '.join(map(str, sources))} into {study / 'heldout'}",
               flush=True)
+    except StoppedAtUntil as e:
+        keep()
+        print(f"converged study: {e}", flush=True)
+        return e.status
     except StageError as e:
         keep()
         print(f"converged study: error: {e}", file=sys.stderr)
-        return 2
+        return e.status
     print("converged study: " + ("dry run" if args.dry_run else "done"), flush=True)
     return 0
 

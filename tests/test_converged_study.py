@@ -78,6 +78,26 @@ def test_a_setting_given_skips_the_grid_and_its_section_of_the_report(study, tmp
     assert "--setting fast: expected a peak learning rate and a warm-up" in capsys.readouterr().err
 
 
+def test_until_reaches_every_stage_and_a_stage_stopped_by_it_ends_the_script_to_go_on_later(study, tmp_path,
+                                                                                             capsys):
+    source = tmp_path / "set.en"
+    source.write_text("a b\n")
+    config = str(SCRIPT.parent.parent / "configs" / "multi30k.yaml")
+    flags = ["--data", "corpus", "--config", config, "--out", str(tmp_path / "s"), "--heldout", str(source),
+             "--state", str(tmp_path / "state"), "--until", "2000-01-01T08:00"]
+    assert study.main([*flags, "--dry-run"]) == 0
+    stages = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("[grid]", "[long", "[study]"))]
+    assert len(stages) == 5 and all("--until 2000-01-01T08:00:00 " in line for line in stages)
+    # its time has passed: the long runs' stage starts nothing, and the script says how to go on
+    assert study.main([*flags, "--setting", "1e-3,500"]) == study.UNTIL_STATUS == 142
+    printed = capsys.readouterr().out
+    assert "post_ln-lambda1-seed1-lr0.001-warmup500: not started: the --until time has come" in printed
+    assert "converged study: long runs: stopped at --until 2000-01-01T08:00:00; rerun this command" in printed
+    assert "[budget]" not in printed and (tmp_path / "state" / "pilot-long" / "sweep.json").is_file()
+    with pytest.raises(SystemExit):
+        study.build_parser().parse_args(["--until", "8h"])
+
+
 def test_a_missing_heldout_source_is_named_before_anything_trains(study, tmp_path, capsys):
     missing = tmp_path / "nope.en"
     assert study.main(["--data", "corpus", "--out", str(tmp_path / "s"), "--heldout", str(missing)]) == 2

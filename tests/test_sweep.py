@@ -401,6 +401,41 @@ def test_sigterm_to_the_sweep_stops_its_run_cleanly(study):
     assert run_state(run) == RESUME and not (folder / "stopped" / "report").exists()
 
 
+def test_until_stops_the_runs_at_its_time_and_starts_none_after_it(study):
+    folder = study["folder"]
+    until = time.time() + 12
+    args = ["--skip", "pre_ln", "--out", "until", "--max-steps", "100000", "--threads", "1",
+            "--until", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(until))]
+    stopped = sweep(args, folder)  # no run of the folder has shown its speed yet: the run starts
+    assert time.time() >= until
+    assert stopped.returncode == 142, stopped.stdout[-3000:] + stopped.stderr[-3000:]
+    assert "training pre_ln-lambda1-seed1" in stopped.stdout
+    assert "--until: stopping the running runs" in stopped.stdout
+    assert "sweep stopped by --until; rerun the same command to continue" in stopped.stdout
+    again = sweep(args, folder)  # its time has passed: nothing starts, and nothing is reported
+    assert again.returncode == 142 and "pre_ln-lambda1-seed1: not started: the --until time has come" in again.stdout
+    assert not (folder / "until" / "report").exists()
+
+
+def test_until_starts_only_the_runs_that_end_before_it(tmp_path):
+    runs = tmp_path / "runs"
+    for name, wall, steps in (("a", 100.0, 50), ("b", 300.0, 100), ("c", 90.0, 10)):  # 2, 3 and 9 s an update
+        (runs / name).mkdir(parents=True)
+        (runs / name / "results.json").write_text(json.dumps({"wall_time_s": wall, "steps": steps}))
+    (runs / "fresh").mkdir()
+    rate = sweep_module.seconds_per_update(runs)
+    assert rate == 3.0 and sweep_module.seconds_per_update(tmp_path / "none") is None  # the median
+    soon = time.time() + 400  # 400 s: 133 updates at 3 s
+    assert sweep_module.ends_in_time(runs / "fresh", FRESH, 120, rate, soon) is None
+    late = sweep_module.ends_in_time(runs / "fresh", FRESH, 200, rate, soon)
+    assert late.startswith("its 200 updates left take up to 10 min at 3.00 s an update")
+    assert sweep_module.ends_in_time(runs / "b", RESUME, 200, rate, soon) is None  # 100 left of its 200
+    assert sweep_module.ends_in_time(runs / "fresh", FRESH, 200, None, soon) is None  # speed unknown: it starts
+    assert sweep_module.ends_in_time(runs / "fresh", FRESH, 1, rate, time.time() - 1) == "the --until time has come"
+    with pytest.raises(SystemExit):
+        sweep_module.build_parser().parse_args(["--skip", "post_ln", "--out", "x", "--until", "25:00"])
+
+
 def test_parallel_runs_get_their_share_of_the_gpus():
     from nmt.sweep import gpu_slots
 
