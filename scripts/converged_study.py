@@ -1,4 +1,5 @@
-"""The converged study of issue #14 as one resumable command: grid → long runs → budget → study → held-out sets.
+"""The converged study of issue #14 as one resumable command: grid → long run → budget → study → held-out sets →
+second long run → report.
 
     python scripts/converged_study.py --data data/multi30k-en-de --out study --parallel 2 --threads 1
 
@@ -11,8 +12,8 @@ on disk is not redone. The stages, with the rules fixed before the runs were see
    {5e-4, 1e-3, 2e-3} × warm-up ``--grid-warmup`` {200, 500}, validation every ``--grid-val-every``. The choice is
    the highest validation BLEU; a choice on the grid's lowest or highest learning rate extends it once that way
    (half or double, both warm-ups).
-2. **long runs** (``OUT/pilot-long``): post_ln and rskip_ln λ=2 at the chosen setting, validation every
-   ``--val-every``, ``--patience 17``, at most ``--long-steps`` updates.
+2. **long run** (``OUT/pilot-long``): post_ln at the chosen setting, alone with every thread of the study's slots,
+   validation every ``--val-every``, ``--patience 17``, at most ``--long-steps`` updates.
 3. **budget** (``OUT/budget.json``): ``nmt.pilot_summary.study_budget`` on post_ln's long run: T (its plateau),
    P = 4, U, and the one-seed runs' cut when 17 runs of T updates exceed ``--capacity``.
 4. **study** (``OUT/multi30k-converged``): three ``nmt.sweep`` invocations — post_ln, pre_ln, rskip_ln λ=2 and
@@ -21,6 +22,9 @@ on disk is not redone. The stages, with the rules fixed before the runs were see
    kept) and reporting test BLEU (beam 4, α 0.6) on best.ckpt and on the average of the last 5.
 5. **held-out** (``OUT/multi30k-converged/heldout/<run>/<test set>.de``): every study run's best.ckpt translates
    each source in ``--heldout`` (beam 4, α 0.6, detokenized as evaluate.py scores it).
+6. **second long run** (``OUT/pilot-long``): rskip_ln λ=2 as post_ln's long run. It decides nothing (the budget is
+   post_ln's), so it comes last: a session's hours go first to study runs that end within them.
+7. **report**: the study's report written again (``--report-only``), with both long runs' curves.
 
 ``--state DIR`` keeps a light copy of OUT in DIR (no checkpoints: a few MB, for git) after every stage and restores
 from it first: on machines whose files do not outlive a session, commit DIR and the next session goes on from it
@@ -58,7 +62,7 @@ from nmt.pilot_summary import grid_edge, study_budget, summarise
 
 GRID_LR = [5e-4, 1e-3, 2e-3]
 GRID_WARMUP = [200, 500]
-LONG = ("post_ln,rskip_ln", "1,2")  # --skip, --lambda of the long runs: post_ln and rskip_ln λ=2
+BASELINE_LONG, SECOND_LONG = ("post_ln", "1"), ("rskip_ln", "2")  # --skip, --lambda of the two long runs
 UNTIL_STATUS = 128 + signal.SIGALRM  # a sweep or pilot stopped by its --until (nmt.sweep.stop_name)
 PATIENCE_LONG = 17
 """Validations without a new best before a long run stops: the plateau rule needs a run to reach 4/3 of its best
@@ -154,9 +158,10 @@ def extended(lrs: list[float], edge: list[str]) -> list[float]:
     return lrs
 
 
-def long_command(args, lr: str, warmup: str, train: list[str]) -> list[str]:
-    return ["--config", args.config, "--parallel", str(args.parallel), "--threads", str(args.threads), *until(args),
-            "--skip", LONG[0], "--lambda", LONG[1], "--lr", lr, "--warmup", warmup,
+def long_command(args, lr: str, warmup: str, train: list[str], which: tuple[str, str]) -> list[str]:
+    """One long run (``which``: --skip, --lambda) alone, with the threads of all the study's slots."""
+    return ["--config", args.config, "--parallel", "1", "--threads", str(args.parallel * args.threads), *until(args),
+            "--skip", which[0], "--lambda", which[1], "--lr", lr, "--warmup", warmup,
             "--max-steps", str(args.long_steps), "--patience", str(PATIENCE_LONG),
             "--plateau-gain", str(args.plateau_gain), "--out", str(args.out / "pilot-long"),
             "--", "--data", args.data, "--val-every", str(args.val_every), *train]
@@ -374,10 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lr, warmup = choose_setting(args, train)
         keep()
-        run_stage("long runs", pilot.main, long_command(args, lr, warmup, train), args.dry_run)
+        run_stage("long run", pilot.main, long_command(args, lr, warmup, train, BASELINE_LONG), args.dry_run)
         keep()
         budget = choose_budget(args, lr, warmup)
-        for command in study_commands(args, lr, warmup, budget, train):
+        commands = study_commands(args, lr, warmup, budget, train)
+        for command in commands:
             try:
                 run_stage("study", sweep.main, command, args.dry_run)
             except StoppedAtUntil:  # score the runs that finished, so that the light copy keeps them
@@ -390,6 +396,13 @@ def main(argv: list[str] | None = None) -> int:
                 keep()
         print(f"[held-out] every run of {study} translates {', '.join(map(str, sources))} into {study / 'heldout'}",
               flush=True)
+        # rskip_ln's long run decides nothing (the budget is post_ln's): it trains last, and the study's report is
+        # written again to show its curve beside post_ln's
+        run_stage("second long run", pilot.main, long_command(args, lr, warmup, train, SECOND_LONG), args.dry_run)
+        keep()
+        dashes = commands[0].index("--")
+        run_stage("report", sweep.main, [*commands[0][:dashes], "--report-only", *commands[0][dashes:]], args.dry_run)
+        keep()
     except StoppedAtUntil as e:
         keep()
         print(f"converged study: {e}", flush=True)

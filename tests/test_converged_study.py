@@ -61,8 +61,12 @@ def test_the_dry_run_prints_every_stage_and_writes_nothing(study, tmp_path, caps
     assert study.main(["--data", "corpus", "--out", str(out), "--heldout", str(source), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     stages = [line.split("]")[0] + "]" for line in printed.splitlines() if line.startswith("[")]
-    assert stages == ["[grid]", "[long runs]", "[budget]", "[study]", "[study]", "[study]", "[held-out]"]
+    assert stages == ["[grid]", "[long run]", "[budget]", "[study]", "[study]", "[study]", "[held-out]",
+                      "[second long run]", "[report]"]
     assert "--lr LR --warmup WU" in printed and "--max-steps T --patience 4 --patience-from U" in printed
+    long_runs = [line for line in printed.splitlines() if "long run]" in line]  # alone, with both slots' threads
+    assert [line.split("--threads 2 ")[1].split(" --lr")[0] for line in long_runs] == [
+        "--skip post_ln --lambda 1", "--skip rskip_ln --lambda 2"] and all("--parallel 1 " in x for x in long_runs)
     assert not out.exists()
 
 
@@ -86,13 +90,14 @@ def test_until_reaches_every_stage_and_a_stage_stopped_by_it_ends_the_script_to_
     flags = ["--data", "corpus", "--config", config, "--out", str(tmp_path / "s"), "--heldout", str(source),
              "--state", str(tmp_path / "state"), "--until", "2000-01-01T08:00"]
     assert study.main([*flags, "--dry-run"]) == 0
-    stages = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("[grid]", "[long", "[study]"))]
-    assert len(stages) == 5 and all("--until 2000-01-01T08:00:00 " in line for line in stages)
+    stages = [line for line in capsys.readouterr().out.splitlines()
+              if line.startswith(("[grid]", "[long", "[study]", "[second"))]
+    assert len(stages) == 6 and all("--until 2000-01-01T08:00:00 " in line for line in stages)
     # its time has passed: the long runs' stage starts nothing, and the script says how to go on
     assert study.main([*flags, "--setting", "1e-3,500"]) == study.UNTIL_STATUS == 142
     printed = capsys.readouterr().out
     assert "post_ln-lambda1-seed1-lr0.001-warmup500: not started: the --until time has come" in printed
-    assert "converged study: long runs: stopped at --until 2000-01-01T08:00:00; rerun this command" in printed
+    assert "converged study: long run: stopped at --until 2000-01-01T08:00:00; rerun this command" in printed
     assert "[budget]" not in printed and (tmp_path / "state" / "pilot-long" / "sweep.json").is_file()
     with pytest.raises(SystemExit):
         study.build_parser().parse_args(["--until", "8h"])
