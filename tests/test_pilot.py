@@ -35,7 +35,7 @@ def test_plateau_is_where_the_gain_stays_below_the_threshold_to_the_end():
     assert plateau([], []) is None and plateau([100], [3.0]) is None
 
 
-def fake_run(out, name, skip, lr, bleus, diverged=False, losses=None):
+def fake_run(out, name, skip, lr, bleus, diverged=False, losses=None, finished=True):
     """A run folder as train.py leaves it: config.yaml, metrics.csv with validations every 100 updates (validation
     loss 9 − BLEU/10 unless ``losses`` are given), results.json."""
     run = out / "runs" / name
@@ -46,7 +46,7 @@ def fake_run(out, name, skip, lr, bleus, diverged=False, losses=None):
     rows = ["step,train/loss,val/loss,val/bleu"] + [f"{100 * (i + 1)},,{loss},{b}"
                                                     for i, (b, loss) in enumerate(zip(bleus, losses))]
     (run / "metrics.csv").write_text("\n".join(rows) + "\n")
-    record = {"finished": not diverged, "diverged": diverged, "steps": 100 * len(bleus),
+    record = {"finished": finished and not diverged, "diverged": diverged, "steps": 100 * len(bleus),
               "diverged_at_step": 250 if diverged else None}
     (run / "results.json").write_text(json.dumps(record))
 
@@ -57,6 +57,7 @@ def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     fake_run(tmp_path, "c", "post_ln", 4e-3, [9.0, 30.0], diverged=True)
     fake_run(tmp_path, "d", "rskip_ln", 4e-3, [10.0, 31.0, 32.0])  # not the baseline
     fake_run(tmp_path, "e", "post_ln", 8e-3, [0.02, 0.0, 0.01, 0.0])  # stuck: flat, but not a plateau
+    fake_run(tmp_path, "f", "rskip_ln", 8e-3, [0.3], finished=False)  # just started
     summary = summarise(tmp_path, gain=0.3, baseline="post_ln")
     assert summary["baseline"] == "post_ln" and summary["chosen"] == {"run": "b", "lr": 2e-3, "warmup": 100}
     # the baseline is the one named, not the first run: rskip_ln's best is d
@@ -67,6 +68,7 @@ def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     text = markdown(summary)
     assert "| post_ln | 0.004 | 100 | 30.00 @ 200 | 6.000 | 200 | — | diverged at update 250 |" in text
     assert rows["e"]["plateau"] is None and "| 400 | — | finished, never learned (BLEU < 1) |" in text
+    assert "| 100 | — | unfinished, not learned yet (BLEU < 1) |" in text
     assert "Chosen: peak learning rate **0.002**, warm-up **100**" in text
     # the budget is the chosen run's plateau: b still gains over its last quarter, so there is none yet
     assert summary["budget"] is None and "No budget yet: that run still gains 0.3 BLEU or more" in text
