@@ -150,7 +150,8 @@ def markdown(summary: dict) -> str:
         state = (f"diverged at update {r['diverged_at']}" if r["diverged"] else "finished" if r["finished"]
                  else "unfinished")
         if r["best_bleu"] is not None and r["best_bleu"] < LEARNED:  # an unfinished run may learn yet
-            state += f", {'never learned' if r['finished'] or r['diverged'] else 'not learned yet'} (BLEU < {LEARNED:g})"
+            ended = r["finished"] or r["diverged"]
+            state += f", {'never learned' if ended else 'not learned yet'} (BLEU < {LEARNED:g})"
         best = MISSING if r["best_bleu"] is None else f"{r['best_bleu']:.2f} @ {r['best_step']:,}"
         flat = MISSING if r["plateau"] is None else f"{r['plateau']:,}"
         wall = MISSING if r["wall_time_s"] is None else f"{r['wall_time_s'] / 60:.0f} min"

@@ -1,5 +1,5 @@
-"""The converged study of issue #14 as one resumable command: grid → long run → budget → study → held-out sets →
-second long run → report.
+"""The converged study of issue #14 as one resumable command: grid → long run → budget → study → held-out
+sets → second long run → report.
 
     python scripts/converged_study.py --data data/multi30k-en-de --out study --parallel 2 --threads 1
 
