@@ -22,8 +22,8 @@
   first checkpoint. SIGINT/SIGTERM to the sweep stop its runs cleanly (each saves ``last.ckpt``); if the
   sweep is killed outright (SIGKILL), its runs get SIGTERM from the kernel (Linux ``PR_SET_PDEATHSIG``)
   and save likewise, and a new sweep on the same ``--out`` waits until they have exited. ``--until HH:MM`` stops
-  it the same way at that time, and starts no run whose remaining updates would end past it (at the speed its runs
-  have shown so far): on a machine whose files do not outlive a session, no run is half trained and lost.
+  it the same way at that time, and starts no run that would end past it (as long as its finished runs took, at the
+  speed its runs have shown): on a machine whose files do not outlive a session, no run is half trained and lost.
 - **Report.** All runs in ``DIR/runs`` are evaluated (``nmt.evaluate``; scores cached in ``DIR/eval``) and
   ``DIR/report/`` is written by ``nmt.report``: the BLEU table, the smallest detectable difference,
   figures and a README with setup, hardware, wall time and provenance. ``--report-only`` skips training.
@@ -311,27 +311,42 @@ def parse_until(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected HH:MM or an ISO date and time, got {text!r}") from None
 
 
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
 def seconds_per_update(runs_dir: Path) -> float | None:
     """The median wall time per update of the runs in ``runs_dir`` so far (their results.json, every session,
     validation included), None before any run has stopped once."""
-    rates = sorted(r["wall_time_s"] / r["steps"] for run in runs_dir.glob("*")
-                   if (r := read_results(run)).get("steps") and r.get("wall_time_s"))
-    return rates[len(rates) // 2] if rates else None
+    return _median([r["wall_time_s"] / r["steps"] for run in runs_dir.glob("*")
+                    if (r := read_results(run)).get("steps") and r.get("wall_time_s")])
 
 
-def ends_in_time(run_dir: Path, state: str, max_steps: int | None, rate: float | None, until: float) -> str | None:
-    """Why a run should not start under ``--until`` (None: start it): past the time, or its remaining updates
-    (``max_steps`` less those it has, at ``rate`` seconds each) would end past it. Unknown rate or budget: start."""
+def expected_updates(runs_dir: Path, max_steps: int | None) -> int | None:
+    """How many updates a run of this folder is expected to train: the median of its finished runs (most stop by
+    patience before ``max_steps``), at most ``max_steps``; ``max_steps`` before any has finished."""
+    typical = _median([r["steps"] for run in runs_dir.glob("*")
+                       if (r := read_results(run)).get("finished") is True and r.get("steps")])
+    if typical is None or max_steps is None:
+        return max_steps if typical is None else int(typical)
+    return min(int(typical), max_steps)
+
+
+def ends_in_time(run_dir: Path, state: str, updates: int | None, rate: float | None, until: float) -> str | None:
+    """Why a run should not start under ``--until`` (None: start it): past the time, or the ``updates`` it is
+    expected to train (less those it has), at ``rate`` seconds each, would end past it. Unknown rate or length:
+    start it."""
     now = time.time()
     if now >= until:
         return "the --until time has come"
-    if rate is None or max_steps is None:
+    if rate is None or updates is None:
         return None
-    left = max_steps - (read_results(run_dir).get("steps", 0) if state == RESUME else 0)
+    left = max(0, updates - (read_results(run_dir).get("steps", 0) if state == RESUME else 0))
     if now + left * rate <= until:
         return None
-    return (f"its {left:,} updates left take up to {left * rate / 60:.0f} min at {rate:.2f} s an update (this "
-            f"study's runs so far), past --until {time.strftime('%H:%M', time.localtime(until))}")
+    return (f"the ≈ {left:,} updates it is expected to train take ≈ {left * rate / 60:.0f} min at {rate:.2f} s an "
+            f"update (this folder's runs so far), past --until {time.strftime('%H:%M', time.localtime(until))}")
 
 
 def gpu_slots(parallel: int, environ=os.environ, count: int | None = None) -> list[str | None]:
@@ -386,6 +401,7 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
     stop = Stop()
     until = getattr(args, "until", None)
     rate = seconds_per_update(runs_dir) if until is not None else None
+    updates = expected_updates(runs_dir, args.max_steps) if until is not None else None
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     running: dict[subprocess.Popen, tuple[Run, float, int]] = {}
     try:
@@ -395,7 +411,7 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
             while todo and len(running) < args.parallel and stop.signum is None:
                 run, state = todo.popleft()
                 run_dir = runs_dir / run.name
-                late = until is not None and ends_in_time(run_dir, state, args.max_steps, rate, until)
+                late = until is not None and ends_in_time(run_dir, state, updates, rate, until)
                 if late:
                     postponed.append(run.name)
                     outcome[run.name] = f"not started: {late}"
@@ -473,9 +489,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    "(default: cores / --parallel per run, one per core for the evaluation)")
     p.add_argument("--until", type=parse_until, metavar="HH:MM",
                    help="stop at this time (HH:MM, the next time the clock shows it, or an ISO date and time): the "
-                   "running runs save their checkpoint and stop, and a run starts only if the updates it has left "
-                   "end before it at the speed this folder's runs have shown; exit status 142, and the next sweep "
-                   "goes on (for machines whose files do not outlive a session)")
+                   "running runs save their checkpoint and stop, and a run starts only if it would end before it "
+                   "(the median length of this folder's finished runs, at most --max-steps, at their median speed); "
+                   "exit status 142, and the next sweep goes on (for machines whose files do not outlive a session)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
 
 

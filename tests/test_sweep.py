@@ -419,17 +419,24 @@ def test_until_stops_the_runs_at_its_time_and_starts_none_after_it(study):
 
 def test_until_starts_only_the_runs_that_end_before_it(tmp_path):
     runs = tmp_path / "runs"
-    for name, wall, steps in (("a", 100.0, 50), ("b", 300.0, 100), ("c", 90.0, 10)):  # 2, 3 and 9 s an update
+    for name, wall, steps, finished in (("a", 100.0, 50, True), ("b", 300.0, 100, False), ("c", 90.0, 10, True),
+                                        ("d", 1000.0, 400, True)):  # 2, 3, 9 and 2.5 s an update
         (runs / name).mkdir(parents=True)
-        (runs / name / "results.json").write_text(json.dumps({"wall_time_s": wall, "steps": steps}))
+        (runs / name / "results.json").write_text(json.dumps({"wall_time_s": wall, "steps": steps,
+                                                               "finished": finished}))
     (runs / "fresh").mkdir()
     rate = sweep_module.seconds_per_update(runs)
     assert rate == 3.0 and sweep_module.seconds_per_update(tmp_path / "none") is None  # the median
+    # the median length of the finished runs (50, 10, 400: not b, still training), at most --max-steps
+    assert sweep_module.expected_updates(runs, 1000) == 50 and sweep_module.expected_updates(runs, 30) == 30
+    assert sweep_module.expected_updates(tmp_path / "none", 1000) == 1000  # none finished: the whole budget
+    assert sweep_module.expected_updates(tmp_path / "none", None) is None
     soon = time.time() + 400  # 400 s: 133 updates at 3 s
     assert sweep_module.ends_in_time(runs / "fresh", FRESH, 120, rate, soon) is None
     late = sweep_module.ends_in_time(runs / "fresh", FRESH, 200, rate, soon)
-    assert late.startswith("its 200 updates left take up to 10 min at 3.00 s an update")
+    assert late.startswith("the ≈ 200 updates it is expected to train take ≈ 10 min at 3.00 s an update")
     assert sweep_module.ends_in_time(runs / "b", RESUME, 200, rate, soon) is None  # 100 left of its 200
+    assert sweep_module.ends_in_time(runs / "b", RESUME, 50, rate, soon) is None  # past the expected length
     assert sweep_module.ends_in_time(runs / "fresh", FRESH, 200, None, soon) is None  # speed unknown: it starts
     assert sweep_module.ends_in_time(runs / "fresh", FRESH, 1, rate, time.time() - 1) == "the --until time has come"
     with pytest.raises(SystemExit):
