@@ -325,12 +325,10 @@ def seconds_per_update(runs_dir: Path) -> float | None:
 
 def expected_updates(runs_dir: Path, max_steps: int | None) -> int | None:
     """How many updates a run of this folder is expected to train: the median of its finished runs (most stop by
-    patience before ``max_steps``), at most ``max_steps``; ``max_steps`` before any has finished."""
+    patience before ``max_steps``), at most ``max_steps``; None (not known) before any has finished."""
     typical = _median([r["steps"] for run in runs_dir.glob("*")
                        if (r := read_results(run)).get("finished") is True and r.get("steps")])
-    if typical is None or max_steps is None:
-        return max_steps if typical is None else int(typical)
-    return min(int(typical), max_steps)
+    return None if typical is None else min(int(typical), max_steps or int(typical))
 
 
 def ends_in_time(run_dir: Path, state: str, updates: int | None, rate: float | None, until: float) -> str | None:
@@ -490,8 +488,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", type=parse_until, metavar="HH:MM",
                    help="stop at this time (HH:MM, the next time the clock shows it, or an ISO date and time): the "
                    "running runs save their checkpoint and stop, and a run starts only if it would end before it "
-                   "(the median length of this folder's finished runs, at most --max-steps, at their median speed); "
-                   "exit status 142, and the next sweep goes on (for machines whose files do not outlive a session)")
+                   "(the median length of this folder's finished runs, at most --max-steps, at their median speed; "
+                   "before any has finished, runs start); exit status 142, and the next sweep goes on (for machines "
+                   "whose files do not outlive a session)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
 
 

@@ -429,8 +429,8 @@ def test_until_starts_only_the_runs_that_end_before_it(tmp_path):
     assert rate == 3.0 and sweep_module.seconds_per_update(tmp_path / "none") is None  # the median
     # the median length of the finished runs (50, 10, 400: not b, still training), at most --max-steps
     assert sweep_module.expected_updates(runs, 1000) == 50 and sweep_module.expected_updates(runs, 30) == 30
-    assert sweep_module.expected_updates(tmp_path / "none", 1000) == 1000  # none finished: the whole budget
-    assert sweep_module.expected_updates(tmp_path / "none", None) is None
+    assert sweep_module.expected_updates(runs, None) == 50
+    assert sweep_module.expected_updates(tmp_path / "none", 1000) is None  # none finished: not known, it starts
     soon = time.time() + 400  # 400 s: 133 updates at 3 s
     assert sweep_module.ends_in_time(runs / "fresh", FRESH, 120, rate, soon) is None
     late = sweep_module.ends_in_time(runs / "fresh", FRESH, 200, rate, soon)
