@@ -58,6 +58,7 @@ if str(ROOT) not in sys.path:  # run as a file from a checkout without `pip inst
     sys.path.insert(0, str(ROOT))
 
 from nmt import atomic, pilot, sweep, translate
+from nmt.evaluate import read_results
 from nmt.pilot_summary import grid_edge, study_budget, summarise
 
 GRID_LR = [5e-4, 1e-3, 2e-3]
@@ -210,19 +211,22 @@ def line_count(path: Path) -> int:
 
 
 def translate_heldout(args, sources: list[Path]) -> int:
-    """Every ended study run's best.ckpt translates ``sources``; files already complete (as many lines as their
-    source) are kept. Returns the number of runs translated now."""
+    """Every ended study run's best.ckpt (finished or diverged: a run stopped to be resumed has a best.ckpt that may
+    change) translates ``sources``; files already complete (as many lines as their source) and newer than best.ckpt
+    are kept. Returns the number of runs translated now."""
     import torch
 
     torch.set_num_threads(max(1, args.threads * args.parallel))
     study = args.out / "multi30k-converged"
     done = 0
     for run in sorted((study / "runs").iterdir()):
-        if not (run / "results.json").is_file() or not (run / "checkpoints" / "best.ckpt").is_file():
-            continue  # still training, or diverged before its first validation
+        record, best = read_results(run), run / "checkpoints" / "best.ckpt"
+        if not (record.get("finished") is True or record.get("diverged")) or not best.is_file():
+            continue  # still training or stopped to be resumed, or diverged before its first validation
         folder = study / "heldout" / run.name
         wanted = [folder / f"{s.stem}.de" for s in sources]
-        if all(w.is_file() and line_count(w) == line_count(s) for w, s in zip(wanted, sources)):
+        if all(w.is_file() and line_count(w) == line_count(s) and w.stat().st_mtime >= best.stat().st_mtime
+               for w, s in zip(wanted, sources)):
             continue
         print(f"[held-out] {run.name}", flush=True)
         if translate.main([str(run), "--input", *map(str, sources), "--output", str(folder)]) != 0:

@@ -3,6 +3,7 @@ commands for a budget, the dry run and its errors. The whole chain is checked en
 (docs/study-multi30k-converged/plan.md): it trains some 30 runs, too long for the suite."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,10 @@ def test_every_ended_run_translates_the_heldout_sources_once(study, toy_runs, tm
     (out / "multi30k-converged" / "runs").mkdir(parents=True)
     (out / "multi30k-converged" / "runs" / "post_ln-lambda1-seed1").symlink_to(runs["post_ln"][0])
     (out / "multi30k-converged" / "runs" / "still-training").mkdir()  # no results.json: left alone
+    stopped = out / "multi30k-converged" / "runs" / "stopped"  # stopped to be resumed: its best.ckpt may change
+    (stopped / "checkpoints").mkdir(parents=True)
+    (stopped / "checkpoints" / "best.ckpt").symlink_to(runs["post_ln"][0] / "checkpoints" / "best.ckpt")
+    (stopped / "results.json").write_text('{"finished": false, "stopped": "SIGTERM"}')
     sources = [tmp_path / "one.en", tmp_path / "two.en"]
     sources[0].write_text("the cat sees a dog .\n\nthe dog runs .\n")  # an empty line stays an empty line
     sources[1].write_text("a bird sings .\n")
@@ -170,3 +175,6 @@ def test_every_ended_run_translates_the_heldout_sources_once(study, toy_runs, tm
     assert len(one.read_text().splitlines()) == 3 and one.read_text().splitlines()[1] == ""
     assert len(two.read_text().splitlines()) == 1 and two.read_text().strip()
     assert study.translate_heldout(args, sources) == 0  # complete: not translated again
+    best = runs["post_ln"][0] / "checkpoints" / "best.ckpt"
+    os.utime(one, (best.stat().st_mtime - 10,) * 2)  # older than best.ckpt: made by an earlier best, translated again
+    assert study.translate_heldout(args, sources) == 1 and one.stat().st_mtime >= best.stat().st_mtime
