@@ -398,8 +398,6 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
     free_slots = list(range(args.parallel))
     stop = Stop()
     until = getattr(args, "until", None)
-    rate = seconds_per_update(runs_dir) if until is not None else None
-    updates = expected_updates(runs_dir, args.max_steps) if until is not None else None
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     running: dict[subprocess.Popen, tuple[Run, float, int]] = {}
     try:
@@ -409,7 +407,8 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
             while todo and len(running) < args.parallel and stop.signum is None:
                 run, state = todo.popleft()
                 run_dir = runs_dir / run.name
-                late = until is not None and ends_in_time(run_dir, state, updates, rate, until)
+                late = until is not None and ends_in_time(  # speed and length as the runs so far show them
+                    run_dir, state, expected_updates(runs_dir, args.max_steps), seconds_per_update(runs_dir), until)
                 if late:
                     postponed.append(run.name)
                     outcome[run.name] = f"not started: {late}"

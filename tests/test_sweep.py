@@ -417,6 +417,23 @@ def test_until_stops_the_runs_at_its_time_and_starts_none_after_it(study):
     assert not (folder / "until" / "report").exists()
 
 
+def test_until_reads_the_length_and_speed_of_runs_that_finish_during_the_sweep(study):
+    folder = study["folder"]
+    slow = folder / "until-later" / "runs" / "slow-earlier-run"  # stopped, unfinished: 1,000 s an update
+    slow.mkdir(parents=True)
+    (slow / "results.json").write_text(json.dumps({"finished": False, "stopped": "SIGTERM", "steps": 10,
+                                                   "wall_time_s": 10000.0}))
+    until = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 3600))
+    result = sweep(["--skip", "post_ln", "--seeds", "1,2", "--out", "until-later", "--max-steps", "20", "--threads",
+                    "1", "--until", until], folder)
+    # seed 1 starts (no run has finished: its length is not known) and finishes in 20 updates; then seed 2 is
+    # expected to take as long, at the median speed of the two (1,000 s an update): past the hour
+    assert result.returncode == 142, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "post_ln-lambda1-seed1: finished" in result.stdout
+    assert "post_ln-lambda1-seed2: not started: the ≈ 20 updates it is expected to train take ≈ 333 min" in \
+        result.stdout
+
+
 def test_until_starts_only_the_runs_that_end_before_it(tmp_path):
     runs = tmp_path / "runs"
     for name, wall, steps, finished in (("a", 100.0, 50, True), ("b", 300.0, 100, False), ("c", 90.0, 10, True),
