@@ -178,3 +178,21 @@ def test_every_ended_run_translates_the_heldout_sources_once(study, toy_runs, tm
     best = runs["post_ln"][0] / "checkpoints" / "best.ckpt"
     os.utime(one, (best.stat().st_mtime - 10,) * 2)  # older than best.ckpt: made by an earlier best, translated again
     assert study.translate_heldout(args, sources) == 1 and one.stat().st_mtime >= best.stat().st_mtime
+
+
+def test_git_keeps_the_light_copy_of_the_study_with_its_runs_and_without_checkpoints():
+    """The repository's own .gitignore ignores every runs/ folder: the light copy's runs must be kept all the same
+    (they are the study's record across sessions), and a checkpoint never."""
+    import shutil
+    import subprocess
+
+    root = SCRIPT.parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    state = "docs/study-multi30k-converged/state/multi30k-converged/runs/post_ln-lambda1-seed1"
+
+    def ignored(path):
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+
+    assert not ignored(f"{state}/results.json") and not ignored(f"{state}/metrics.csv")
+    assert ignored(f"{state}/checkpoints/best.ckpt") and ignored("study/multi30k-converged/runs/x/results.json")
