@@ -292,6 +292,9 @@ class Stop:
                 proc.send_signal(signal.SIGTERM)
 
 
+NOT_STARTED = "not started"  # the outcome of a run that --until leaves for the next sweep
+
+
 def stop_name(signum: int) -> str:
     """What stopped a sweep: a signal's name, or ``--until`` (SIGALRM: the sweep's own clock)."""
     return "--until" if signum == signal.SIGALRM else signal.Signals(signum).name
@@ -378,7 +381,7 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
     runs_dir, logs = out / "runs", out / "logs"
     runs_dir.mkdir(exist_ok=True)
     logs.mkdir(exist_ok=True)
-    todo, outcome, postponed = deque(), {}, []
+    todo, outcome = deque(), {}
     for run in plan.runs:
         run_dir = runs_dir / run.name
         state = run_state(run_dir)
@@ -410,8 +413,7 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
                 late = until is not None and ends_in_time(  # speed and length as the runs so far show them
                     run_dir, state, expected_updates(runs_dir, args.max_steps), seconds_per_update(runs_dir), until)
                 if late:
-                    postponed.append(run.name)
-                    outcome[run.name] = f"not started: {late}"
+                    outcome[run.name] = f"{NOT_STARTED}: {late}"
                     print(f"[{time.strftime('%H:%M:%S')}] {run.name}: {outcome[run.name]}", flush=True)
                     continue
                 if state == RESTART:
@@ -443,8 +445,8 @@ def train_all(plan: Plan, args: argparse.Namespace, out: Path, lock_fd: int) -> 
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    if postponed and stop.signum is None:  # runs left for the next sweep: as if the time had stopped it
-        stop.signum = signal.SIGALRM
+    if stop.signum is None and any(what.startswith(NOT_STARTED) for what in outcome.values()):
+        stop.signum = signal.SIGALRM  # runs left for the next sweep by --until: as if its time had stopped it
     return outcome, stop.signum
 
 

@@ -303,6 +303,12 @@ def restore_state(state: Path, out: Path) -> int:
     return restored
 
 
+def report_only(command: list[str], *flags: str) -> list[str]:
+    """A study sweep's ``command`` that trains nothing: it evaluates the runs there and writes the report."""
+    dashes = command.index("--")
+    return [*command[:dashes], "--report-only", *flags, *command[dashes:]]
+
+
 def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
     print(f"[{name}] python -m {main.__module__} {' '.join(argv)}", flush=True)
     if dry_run:
@@ -391,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 run_stage("study", sweep.main, command, args.dry_run)
             except StoppedAtUntil:  # score the runs that finished, so that the light copy keeps them
-                dashes = command.index("--")
-                sweep.main([*command[:dashes], "--report-only", "--no-why", *command[dashes:]])
+                sweep.main(report_only(command, "--no-why"))
                 raise
             finally:  # the runs that finished are translated and kept, also when others failed or the time came
                 if not args.dry_run and (study / "runs").is_dir():
@@ -404,16 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         # written again to show its curve beside post_ln's
         run_stage("second long run", pilot.main, long_command(args, lr, warmup, train, SECOND_LONG), args.dry_run)
         keep()
-        dashes = commands[0].index("--")
-        run_stage("report", sweep.main, [*commands[0][:dashes], "--report-only", *commands[0][dashes:]], args.dry_run)
+        run_stage("report", sweep.main, report_only(commands[0]), args.dry_run)
         keep()
-    except StoppedAtUntil as e:
+    except StageError as e:  # StoppedAtUntil too: not an error, and the same command goes on later
         keep()
-        print(f"converged study: {e}", flush=True)
-        return e.status
-    except StageError as e:
-        keep()
-        print(f"converged study: error: {e}", file=sys.stderr)
+        stopped = isinstance(e, StoppedAtUntil)
+        print(f"converged study: {'' if stopped else 'error: '}{e}", file=sys.stdout if stopped else sys.stderr,
+              flush=True)
         return e.status
     print("converged study: " + ("dry run" if args.dry_run else "done"), flush=True)
     return 0
