@@ -30,7 +30,9 @@ on disk is not redone. The stages, with the rules fixed before the runs were see
 from it first: on machines whose files do not outlive a session, commit DIR and the next session goes on from it
 (a run counts once it has been scored and has translated the held-out sets; one cut short is trained again).
 ``--until HH:MM`` stops the runs at that time and starts none that would end after it, then scores, translates and
-keeps the runs that finished (exit status 142: rerun later to go on): a session's runs end inside it.
+keeps the runs that finished (exit status 142: rerun later to go on): a session's runs end inside it. A study
+invocation that leaves runs for later before the time has come does not end the session's work: the next
+invocations' runs (the one-seed runs' cut budget is shorter) may still fit before it, and are tried first.
 ``--setting LR,WU`` skips the grid (its choice made and documented already, its runs not at hand).
 ``--dry-run`` prints the commands (with T, P, U as far as they are known) and stops. Flags after ``--`` go to every
 train.py run after the script's own. A check of the whole chain on the toy corpus with a tiny budget (about
@@ -303,10 +305,15 @@ def restore_state(state: Path, out: Path) -> int:
     return restored
 
 
+def with_flags(command: list[str], *flags: str) -> list[str]:
+    """A study sweep's ``command`` with more of nmt.sweep's own ``flags`` (those it lacks), before its ``--``."""
+    dashes = command.index("--")
+    return [*command[:dashes], *(f for f in flags if f not in command[:dashes]), *command[dashes:]]
+
+
 def report_only(command: list[str], *flags: str) -> list[str]:
     """A study sweep's ``command`` that trains nothing: it evaluates the runs there and writes the report."""
-    dashes = command.index("--")
-    return [*command[:dashes], "--report-only", *flags, *command[dashes:]]
+    return with_flags(command, "--report-only", *flags)
 
 
 def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
@@ -321,6 +328,29 @@ def run_stage(name: str, main, argv: list[str], dry_run: bool) -> None:
         raise StageError(f"{name}: refused (exit status 2, its error above)")
     if status != 0:
         raise StageError(f"{name}: exit status {status}; rerun this command to continue")
+
+
+def run_study(commands: list[list[str]], until: str | None, dry_run: bool, after_sweep, run_sweep=sweep.main) -> None:
+    """The study's sweeps (``commands``, nmt.sweep invocations, run by ``run_sweep``) in order, ``after_sweep()``
+    after each. One stopped by ``until`` has its finished runs scored (``--report-only --no-why``); if its time has
+    come, the study stops there, else the sweep only left runs that would end after it, and the next invocations go
+    on (their runs may be shorter), without the report's Why section, whose variants' runs are not all done; the study
+    stops after them (StoppedAtUntil)."""
+    left = None
+    for command in commands:
+        if left is not None:
+            command = with_flags(command, "--no-why")
+        try:
+            run_stage("study", run_sweep, command, dry_run)
+        except StoppedAtUntil as e:  # score the runs that finished, so that the light copy keeps them
+            run_sweep(report_only(command, "--no-why"))
+            if time.time() >= sweep.parse_until(until):
+                raise
+            left = left or e
+        finally:
+            after_sweep()
+    if left is not None:
+        raise left
 
 
 def choose_setting(args, train: list[str]) -> tuple[str, str]:
@@ -393,16 +423,13 @@ def main(argv: list[str] | None = None) -> int:
         keep()
         budget = choose_budget(args, lr, warmup)
         commands = study_commands(args, lr, warmup, budget, train)
-        for command in commands:
-            try:
-                run_stage("study", sweep.main, command, args.dry_run)
-            except StoppedAtUntil:  # score the runs that finished, so that the light copy keeps them
-                sweep.main(report_only(command, "--no-why"))
-                raise
-            finally:  # the runs that finished are translated and kept, also when others failed or the time came
-                if not args.dry_run and (study / "runs").is_dir():
-                    translate_heldout(args, sources)
-                keep()
+
+        def after_sweep() -> None:  # the runs that finished are translated and kept, whatever stopped the sweep
+            if not args.dry_run and (study / "runs").is_dir():
+                translate_heldout(args, sources)
+            keep()
+
+        run_study(commands, args.until, args.dry_run, after_sweep)
         print(f"[held-out] every run of {study} translates {', '.join(map(str, sources))} into {study / 'heldout'}",
               flush=True)
         # rskip_ln's long run decides nothing (the budget is post_ln's): it trains last, and the study's report is

@@ -4,6 +4,7 @@ commands for a budget, the dry run and its errors. The whole chain is checked en
 
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,38 @@ def test_until_reaches_every_stage_and_a_stage_stopped_by_it_ends_the_script_to_
     assert "[budget]" not in printed and (tmp_path / "state" / "pilot-long" / "sweep.json").is_file()
     with pytest.raises(SystemExit):
         study.build_parser().parse_args(["--until", "8h"])
+
+
+def test_a_sweep_that_leaves_runs_for_later_before_the_time_has_come_lets_the_shorter_ones_go_on(study, capsys):
+    """The study's first invocation refuses a run that would end after --until; the one-seed invocations (a shorter,
+    cut budget) still train before it, without the Why section; then the script stops to go on later."""
+    def commands(until):
+        return [["--skip", name, "--until", until, "--", "--data", "c"] for name in ("post_ln", "skip", "rskip_ln")]
+
+    calls, after = [], []
+
+    def sweep_main(argv):  # what nmt.sweep returns: the first invocation leaves a run for later
+        calls.append(argv)
+        return study.UNTIL_STATUS if argv[1] == "post_ln" and "--report-only" not in argv else 0
+
+    future = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 3600))
+    with pytest.raises(study.StoppedAtUntil, match=f"study: stopped at --until {future}"):
+        study.run_study(commands(future), future, False, lambda: after.append(1), sweep_main)
+    assert calls == [commands(future)[0],
+                     ["--skip", "post_ln", "--until", future, "--report-only", "--no-why", "--", "--data", "c"],
+                     ["--skip", "skip", "--until", future, "--no-why", "--", "--data", "c"],
+                     ["--skip", "rskip_ln", "--until", future, "--no-why", "--", "--data", "c"]]
+    assert len(after) == 3  # translated and kept after every invocation
+    calls.clear()
+    study.run_study(commands(future), future, False, lambda: None, lambda argv: calls.append(argv) or 0)
+    assert calls == commands(future)  # nothing left: every invocation as given, with its Why section
+    calls.clear()
+    # the time has come: the runs were stopped by it, and nothing more starts
+    past = "2000-01-01T08:00:00"
+    with pytest.raises(study.StoppedAtUntil):
+        study.run_study(commands(past), past, False, lambda: None, sweep_main)
+    assert [c[1] for c in calls] == ["post_ln", "post_ln"] and "--report-only" in calls[1]
+    capsys.readouterr()
 
 
 def test_a_missing_heldout_source_is_named_before_anything_trains(study, tmp_path, capsys):
