@@ -697,6 +697,10 @@ def _mdd_text(mdd: dict | None) -> str:
             "power. A smaller Δ is within the seed noise.")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _readme(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str],
             pictures: list[str], scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
             found: dict | None = None, also_average_last: int = 0, pilot_lines: Sequence[str] = ()) -> str:
@@ -707,8 +711,8 @@ def _readme(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSett
         f"# Study report: {out.name}",
         "",
         (f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m nmt.sweep` / `python -m nmt.report`. "
-         f"{len(scores)} runs evaluated, {len(unscored)} diverged before any checkpoint (counted, no BLEU), "
-         f"{len(left_out)} left out."),
+         f"{_count(len(scores), 'run')} evaluated, {len(unscored)} diverged before any checkpoint (counted, no BLEU), "
+         f"{len(left_out)} left out (listed under Results)."),
         "",
         *_setup_section(sweep),
         *pilot_lines,
