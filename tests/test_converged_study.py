@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from nmt.sweep import make_plan
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "converged_study.py"
 
 
@@ -37,11 +39,17 @@ def test_the_study_commands_carry_the_budget_and_cut_only_the_one_seed_runs(stud
     args = study.build_parser().parse_args(["--data", "corpus", "--out", "s"])
     budget = {"max_steps": 1560, "patience": 4, "patience_from": 480, "cut_max_steps": 960}
     commands = study.study_commands(args, "0.001", "500", budget, ["--arch", "tiny"])
-    assert [flag(c, "--skip") for c in commands] == ["post_ln,pre_ln,rskip_ln,xskip_ln", "skip,xskip,xskip_ln",
+    assert [flag(c, "--skip") for c in commands] == ["post_ln,pre_ln,rskip_ln,xskip_ln", "skip,xskip", "xskip_ln",
                                                      "rskip_ln"]
-    assert [flag(c, "--seeds") for c in commands] == ["1,2,3", "1", "1"]
-    assert [flag(c, "--max-steps") for c in commands] == ["1560", "960", "960"]
-    assert ["--own-budget" in c for c in commands] == [False, True, True]
+    assert [flag(c, "--seeds") for c in commands] == ["1,2,3", "1", "1", "1"]
+    assert [flag(c, "--max-steps") for c in commands] == ["1560", "960", "960", "960"]
+    assert ["--own-budget" in c for c in commands] == [False, True, True, True]
+    # 12 three-seed runs and 5 one-seed runs, none in two invocations: one that trains while an earlier one has runs
+    # left for later (--until) must not train them at its own budget
+    plans = [[run.name for run in make_plan(flag(c, "--skip").split(","), [float(x) for x in flag(c, "--lambda")
+                                            .split(",")], [int(x) for x in flag(c, "--seeds").split(",")]).runs]
+             for c in commands]
+    assert [len(p) for p in plans] == [12, 3, 1, 1] and len(set().union(*plans)) == 17
     for c in commands:
         own, train = c[: c.index("--")], c[c.index("--") + 1:]
         assert (flag(own, "--patience"), flag(own, "--patience-from"), flag(own, "--also-average-last")) == (
@@ -53,7 +61,7 @@ def test_the_study_commands_carry_the_budget_and_cut_only_the_one_seed_runs(stud
                 flag(train, "--keep-last")) == ("0.001", "500", "60", "5")
         assert train[-2:] == ["--arch", "tiny"]  # the script's own flags first, so that those after -- win
     uncut = study.study_commands(args, "0.001", "500", {**budget, "cut_max_steps": None}, [])
-    assert [flag(c, "--max-steps") for c in uncut] == ["1560"] * 3 and not any("--own-budget" in c for c in uncut)
+    assert [flag(c, "--max-steps") for c in uncut] == ["1560"] * 4 and not any("--own-budget" in c for c in uncut)
 
 
 def test_the_dry_run_prints_every_stage_and_writes_nothing(study, tmp_path, capsys):
@@ -63,7 +71,7 @@ def test_the_dry_run_prints_every_stage_and_writes_nothing(study, tmp_path, caps
     assert study.main(["--data", "corpus", "--out", str(out), "--heldout", str(source), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     stages = [line.split("]")[0] + "]" for line in printed.splitlines() if line.startswith("[")]
-    assert stages == ["[grid]", "[long run]", "[budget]", "[study]", "[study]", "[study]", "[held-out]",
+    assert stages == ["[grid]", "[long run]", "[budget]", "[study]", "[study]", "[study]", "[study]", "[held-out]",
                       "[second long run]", "[report]"]
     assert "--lr LR --warmup WU" in printed and "--max-steps T --patience 4 --patience-from U" in printed
     long_runs = [line for line in printed.splitlines() if "long run]" in line]  # alone, with both slots' threads
@@ -94,7 +102,7 @@ def test_until_reaches_every_stage_and_a_stage_stopped_by_it_ends_the_script_to_
     assert study.main([*flags, "--dry-run"]) == 0
     stages = [line for line in capsys.readouterr().out.splitlines()
               if line.startswith(("[grid]", "[long", "[study]", "[second"))]
-    assert len(stages) == 6 and all("--until 2000-01-01T08:00:00 " in line for line in stages)
+    assert len(stages) == 7 and all("--until 2000-01-01T08:00:00 " in line for line in stages)
     # its time has passed: the long runs' stage starts nothing, and the script says how to go on
     assert study.main([*flags, "--setting", "1e-3,500"]) == study.UNTIL_STATUS == 142
     printed = capsys.readouterr().out
