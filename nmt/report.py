@@ -697,7 +697,8 @@ def _mdd_text(mdd: dict | None) -> str:
             "power. A smaller Δ is within the seed noise.")
 
 
-def _count(n: int, noun: str) -> str:
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n is 1: "1 run", "3 runs"."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
@@ -711,7 +712,7 @@ def _readme(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSett
         f"# Study report: {out.name}",
         "",
         (f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m nmt.sweep` / `python -m nmt.report`. "
-         f"{_count(len(scores), 'run')} evaluated, {len(unscored)} diverged before any checkpoint (counted, no BLEU), "
+         f"{count(len(scores), 'run')} evaluated, {len(unscored)} diverged before any checkpoint (counted, no BLEU), "
          f"{len(left_out)} left out (listed under Results)."),
         "",
         *_setup_section(sweep),

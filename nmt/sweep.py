@@ -89,7 +89,8 @@ class Plan:
     def describe(self) -> str:
         combos = sorted({(r.skip, r.lam) for r in self.runs}, key=lambda c: self.runs.index(
             next(r for r in self.runs if (r.skip, r.lam) == c)))
-        lines = [f"plan: {len(self.runs)} runs = {len(combos)} variant/λ combinations × their seeds"]
+        lines = [f"plan: {report.count(len(self.runs), 'run')} = "
+                 f"{report.count(len(combos), 'variant/λ combination')} × their seeds"]
         for skip, lam in combos:
             seeds = [r.seed for r in self.runs if (r.skip, r.lam) == (skip, lam)]
             lines.append(f"  run    {skip} λ={lam:g}, seeds {', '.join(map(str, seeds))}")

@@ -267,7 +267,7 @@ def test_layer_gradient_norms_are_logged_for_the_first_updates(study):
 def test_report_table_and_files(study):
     more = study["more"]
     assert more.returncode == 0, more.stdout[-4000:] + more.stderr[-3000:]
-    assert "plan: 1 runs" in more.stdout and "training post_ln-lambda1-seed2" in more.stdout
+    assert "plan: 1 run = 1 variant/λ combination × their seeds" in more.stdout and "training post_ln-lambda1-seed2" in more.stdout
     report = study["folder"] / "study" / "report"
     text = (report / "results.md").read_text()
     table = text.split("### The paper's claims")[0]  # the BLEU table; the claims and gradient-flow tables follow
