@@ -683,23 +683,23 @@ def runs_markdown(scores: list[RunScore], unscored: list[dict], averaged: list[R
     return markdown_table(head, cells)
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n is 1: "1 run", "3 runs"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _mdd_text(mdd: dict | None) -> str:
     if mdd is None:
         return ("Smallest detectable Δ: needs a variant with at least 2 seeds that did not diverge (the seed-to-seed "
                 "standard deviation σ is estimated from them).")
     cells = mdd.get("pooled_over", 1)
     return (f"Smallest Δ BLEU the seed noise lets one detect (two-sided, 5%; n = {mdd['n']} seeds per variant, "
-            f"σ = {mdd['sigma']:.2f} = the seed-to-seed std of BLEU pooled over the {cells} variant"
-            f"{'s' if cells != 1 else ''} with ≥ 2 seeds; a difference of two n-seed means has "
+            f"σ = {mdd['sigma']:.2f} = the seed-to-seed std of BLEU pooled over the {count(cells, 'variant')} with "
+            f"≥ 2 seeds; a difference of two n-seed means has "
             f"std σ·√(2/n)): significant if |Δ| > 1.96·σ·√(2/n) ≈ 2·√2·σ/√n = **{cell(mdd['significant_normal'])}** "
             f"(normal), or > t₀.₉₇₅,₂ₙ₋₂·σ·√(2/n) = **{cell(mdd['significant_t'])}** (Student's t, 2n−2 degrees of "
             f"freedom); a true Δ of (t₀.₉₇₅ + t₀.₈)·σ·√(2/n) = **{cell(mdd['detectable_80'])}** is found with 80% "
             "power. A smaller Δ is within the seed noise.")
-
-
-def count(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural unless n is 1: "1 run", "3 runs"."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _readme(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str],
