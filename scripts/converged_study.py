@@ -35,9 +35,9 @@ keeps the runs that finished (exit status 142: rerun later to go on): a session'
 invocation that leaves runs for later before the time has come does not end the session's work: the next
 invocations' runs (the one-seed runs' cut budget is shorter) may still fit before it, and are tried first.
 ``--setting LR,WU`` skips the grid (its choice made and documented already, its runs not at hand).
-``--dry-run`` prints the commands (with T, P, U as far as they are known) and stops. Flags after ``--`` go to every
-train.py run after the script's own. A check of the whole chain on the toy corpus with a tiny budget (about
-40 minutes on one core; plan.md)::
+``--dry-run`` prints the commands and stops; once OUT/budget.json (or the ``--state`` copy's) holds T, P, U and the
+cut, they are the exact commands the study runs. Flags after ``--`` go to every train.py run after the script's
+own. A check of the whole chain on the toy corpus with a tiny budget (about 40 minutes on one core; plan.md)::
 
     python scripts/converged_study.py --data toy --out /tmp/tiny --parallel 1 --threads 1 --grid-lr 1e-3,2e-3,4e-3 \
         --grid-warmup 20,50 --grid-steps 40 --grid-val-every 20 --long-steps 300 --val-every 30 --plateau-gain 50 \
@@ -384,7 +384,12 @@ def choose_setting(args, train: list[str]) -> tuple[str, str]:
 
 def choose_budget(args, lr: str, warmup: str) -> dict:
     """The budget stage: study_budget on post_ln's long run, written to OUT/budget.json."""
-    if args.dry_run:
+    if args.dry_run:  # the budget a study under way has chosen (in OUT, or in the --state copy it restores from)
+        known = [d / "budget.json" for d in (args.out, args.state) if d is not None and (d / "budget.json").is_file()]
+        if known:
+            budget = json.loads(known[0].read_text())
+            print(f"[budget] {known[0]}: {budget_flags(budget)}", flush=True)
+            return budget
         print("[budget] T, P, U from post_ln's long run; the one-seed invocations with --own-budget --max-steps T1 "
               "when 17 runs of T updates exceed --capacity", flush=True)
         return {"max_steps": "T", "patience": PATIENCE, "patience_from": "U", "cut_max_steps": None}
@@ -396,11 +401,15 @@ def choose_budget(args, lr: str, warmup: str) -> dict:
     budget.update(lr=float(lr), warmup=int(warmup), long_run=long_run["run"], best_bleu=long_run["best_bleu"],
                   best_step=long_run["best_step"])
     atomic.write_text(args.out / "budget.json", json.dumps(budget, indent=2) + "\n")
-    print(f"[budget] {args.out / 'budget.json'}: --max-steps {budget['max_steps']} --patience {budget['patience']} "
-          f"--patience-from {budget['patience_from']}"
-          + (f"; one-seed runs cut to {budget['cut_max_steps']}" if budget["cut_max_steps"] else "")
-          + (f"; {budget['over_capacity']:,} updates over --capacity" if budget["over_capacity"] else ""), flush=True)
+    print(f"[budget] {args.out / 'budget.json'}: {budget_flags(budget)}", flush=True)
     return budget
+
+
+def budget_flags(budget: dict) -> str:
+    """study_budget's dict as the [budget] line says it."""
+    return (f"--max-steps {budget['max_steps']} --patience {budget['patience']} --patience-from {budget['patience_from']}"
+            + (f"; one-seed runs cut to {budget['cut_max_steps']}" if budget["cut_max_steps"] else "")
+            + (f"; {budget['over_capacity']:,} updates over --capacity" if budget.get("over_capacity") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ commands for a budget, the dry run and its errors. The whole chain is checked en
 (docs/study-multi30k-converged/plan.md): it trains some 30 runs, too long for the suite."""
 
 import importlib.util
+import json
 import os
 import time
 from pathlib import Path
@@ -78,6 +79,32 @@ def test_the_dry_run_prints_every_stage_and_writes_nothing(study, tmp_path, caps
     assert [line.split("--threads 2 ")[1].split(" --lr")[0] for line in long_runs] == [
         "--skip post_ln --lambda 1", "--skip rskip_ln --lambda 2"] and all("--parallel 1 " in x for x in long_runs)
     assert not out.exists()
+
+
+def test_the_dry_run_of_a_study_under_way_prints_its_budget_exact(study, tmp_path, capsys):
+    """Once budget.json is written (in OUT, or in the --state copy a fresh clone restores from), the dry run prints
+    the commands the study runs, with T, P, U and the one-seed runs' cut: what the README's commands are read from."""
+    source = tmp_path / "set.en"
+    source.write_text("a b\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    budget = {"max_steps": 3360, "patience": 4, "patience_from": 600, "cut_max_steps": 840, "over_capacity": 25738}
+    (state / "budget.json").write_text(json.dumps(budget))
+    flags = ["--data", "corpus", "--out", str(tmp_path / "s"), "--heldout", str(source), "--setting", "1e-3,500",
+             "--dry-run"]
+    assert study.main([*flags, "--state", str(state)]) == 0
+    printed = capsys.readouterr().out
+    assert f"[budget] {state / 'budget.json'}: --max-steps 3360 --patience 4 --patience-from 600; one-seed runs cut " \
+           "to 840; 25,738 updates over --capacity" in printed
+    lines = [line for line in printed.splitlines() if line.startswith("[study]")]
+    assert ["--own-budget --max-steps 840 --patience 4 --patience-from 600 " in line for line in lines] == [
+        False, True, True, True] and "--max-steps 3360 --patience 4 --patience-from 600 " in lines[0]
+    assert not (tmp_path / "s").exists() and sorted(p.name for p in state.iterdir()) == ["budget.json"]
+    (tmp_path / "s").mkdir()  # OUT's own budget comes first
+    (tmp_path / "s" / "budget.json").write_text(json.dumps({**budget, "max_steps": 1200, "cut_max_steps": None}))
+    assert study.main([*flags, "--state", str(state)]) == 0
+    printed = capsys.readouterr().out
+    assert "--max-steps 1200 --patience 4" in printed and "--own-budget" not in printed and "cut to" not in printed
 
 
 def test_a_setting_given_skips_the_grid_and_its_section_of_the_report(study, tmp_path, capsys):
