@@ -11,11 +11,11 @@
   ``--also-average-last N`` a second table of the same runs scored with the average of their last N periodic
   checkpoints (the claims stay decided on the first, of each run's ``best.ckpt``);
 - ``curves.png`` (validation loss, on a log scale when it spans orders of magnitude, and BLEU against updates,
-  every run, coloured by variant), ``run_curves.png`` (one panel per variant: each seed's validation BLEU, its
-  best validation and where and why it stopped), ``bleu.png`` (BLEU bars with the std over seeds), ``grad_norms.png``
-  (per-layer gradient norms over the first updates, one panel per variant, geometric mean over its seeds; runs
-  trained with ``--log-layer-grads N``); the figures need matplotlib (``pip install nmt[report]``), without it
-  the report says so;
+  every run, coloured by variant), ``run_curves.png`` (one panel per variant, shared axes: each seed's validation
+  BLEU, its best validation and where and why it stopped), ``bleu.png`` (BLEU bars with the std over seeds),
+  ``grad_norms.png`` (per-layer gradient norms over the first updates, one panel per variant, geometric mean over
+  its seeds; runs trained with ``--log-layer-grads N``); the figures need matplotlib (``pip install nmt[report]``),
+  without it the report says so;
 - the "Why" section: ``nmt.diagnose`` on each variant's best checkpoint (its first seed), a table of the
   diagnosis's summary numbers and ``why_*.png``, the diagnoses' figures side by side (``--no-why``: none;
   ``--why-only post_ln,pre_ln``: those variants only);
@@ -283,6 +283,9 @@ def _run_curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_
     palette = plt.get_cmap("tab10")
     top = max([1.0, *(b for rows in metric_rows.values() for b in metric_series(rows, "val/bleu")[1]
                       if math.isfinite(b))])
+    # one update scale for every panel, as BLEU has one: a run cut or stopped early is seen to end early
+    right = max([1, *(x for rows in metric_rows.values() for x in metric_series(rows, "val/bleu")[0]),
+                 *(evaluate.read_results(run).get("steps") or 0 for run in cfgs)])
     for index, ax in enumerate(axes.flat):
         if index >= len(variants):
             ax.set_visible(False)
@@ -303,7 +306,7 @@ def _run_curves_figure(plt, folder: Path, cfgs: dict[Path, TrainConfig], metric_
             if last is not None:
                 ax.axvline(last, color=color, linestyle=":", lw=1)
         ax.set_ylim(0, top * 1.05)
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, right * 1.03)
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7, loc="upper left")  # BLEU rises with the updates: that corner stays empty
         if index % n_cols == 0:
@@ -869,9 +872,9 @@ def _protocol_section(settings: EvalSettings, scoring: ScoringSettings, also_ave
          "and the seed noise 1.96·σ·√(2/n) for n shared seeds. **supported** / **contradicted** needs p < 0.05 *and* "
          "|Δ| above the seed noise; anything less is **not resolved** (`nmt/claims.py`)."),
         ("- **Curves** (`curves.png`): validation loss (label-smoothed, per target token) and greedy validation BLEU "
-         "from each run's `metrics.csv`, at every validation; `run_curves.png` the BLEU again, one panel per variant, "
-         "with each run's best validation (★, the update of its `best.ckpt`) and its last update (dotted), the stop "
-         "reason from its results.json. **Bars** (`bleu.png`): the table's mean ± std. "
+         "from each run's `metrics.csv`, at every validation; `run_curves.png` the BLEU again, one panel per variant "
+         "on shared axes, with each run's best validation (★, the update of its `best.ckpt`) and its last update "
+         "(dotted), the stop reason from its results.json. **Bars** (`bleu.png`): the table's mean ± std. "
          "**Gradient norms** (`grad_norms.png`): the 2-norm of the gradient of all parameters of each encoder and "
          "decoder layer at each of the first `--log-layer-grads` updates, before clipping, per seed."),
         "- **Wall time**: seconds from start to end of the run's last train.py process (results.json).",

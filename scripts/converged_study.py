@@ -407,7 +407,8 @@ def choose_budget(args, lr: str, warmup: str) -> dict:
 
 def budget_flags(budget: dict) -> str:
     """study_budget's dict as the [budget] line says it."""
-    return (f"--max-steps {budget['max_steps']} --patience {budget['patience']} --patience-from {budget['patience_from']}"
+    return (f"--max-steps {budget['max_steps']} --patience {budget['patience']} "
+            f"--patience-from {budget['patience_from']}"
             + (f"; one-seed runs cut to {budget['cut_max_steps']}" if budget["cut_max_steps"] else "")
             + (f"; {budget['over_capacity']:,} updates over --capacity" if budget.get("over_capacity") else ""))
 
