@@ -241,6 +241,7 @@ def record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> d
             record["settings"].get(k) == v for k, v in settings.items() if k not in BUDGET) else "")
         raise SweepError(f"{out} holds a study trained with other settings ({differs}); its runs would not be "
                          f"comparable: use another --out{hint}")
+    _refuse_runs_of_another_budget(out, record, args, own)
     record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv,
                                   "skip": args.skip, "lambda": args.lambdas, "seeds": args.seeds,
                                   "parallel": args.parallel, "wall_time_s": None,
@@ -249,6 +250,42 @@ def record_invocation(out: Path, args: argparse.Namespace, argv: list[str]) -> d
                                   **({"patience_raised_from": raised_from} if raised_from is not None else {})})
     atomic.write_text(path, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _refuse_runs_of_another_budget(out: Path, record: dict, args: argparse.Namespace, own: bool) -> None:
+    """Refuse (SweepError) an invocation that plans a run an earlier one planned first with another budget, one of
+    the two with ``--own-budget``: whichever trained it first would set its budget, and which one does depends on
+    when each was run. A run belongs to the first invocation (in sweep.json) that planned it."""
+    def budget_of(invocation: dict | None) -> dict:  # without --own-budget: the study's (its patience maybe raised)
+        if invocation is not None and invocation.get("own_budget"):
+            return invocation["budget"]
+        return {name: record["settings"].get(name) for name in BUDGET}
+
+    owners: dict[str, tuple[int, dict]] = {}
+    for number, invocation in enumerate(record["invocations"], 1):
+        try:
+            planned = make_plan(invocation["skip"], invocation["lambda"], invocation["seeds"]).runs
+        except (KeyError, SweepError):  # an older record, or a variant since removed: it owns nothing checkable
+            continue
+        for run in planned:
+            owners.setdefault(run.name, (number, invocation))
+    mine = budget_of({"own_budget": True, "budget": {name: getattr(args, name) for name in BUDGET}} if own else None)
+    clashes: dict[int, list[str]] = {}
+    for run in make_plan(args.skip, args.lambdas, args.seeds).runs:
+        number, invocation = owners.get(run.name, (0, None))
+        if invocation is not None and (own or invocation.get("own_budget")) and budget_of(invocation) != mine:
+            clashes.setdefault(number, []).append(run.name)
+    if clashes:
+        number, names = min(clashes.items())
+        first = record["invocations"][number - 1]
+        theirs = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in budget_of(first).items() if v is not None)
+        asked = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in mine.items() if v is not None)
+        one = len(names) == 1
+        raise SweepError(f"{out}: {', '.join(names)} {'is' if one else 'are'} planned by command {number} of "
+                         f"sweep.json (--skip {','.join(first['skip'])}) with {theirs}, and this command asks {asked}: "
+                         f"whichever trains {'it' if one else 'them'} first would set the budget. Leave "
+                         f"{'it' if one else 'them'} out of this command's --skip/--lambda/--seeds: "
+                         f"{'it trains' if one else 'they train'} with that command")
 
 
 def finish_invocation(out: Path, started: float) -> None:
@@ -512,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--own-budget", action="store_true",
                    help="this invocation's runs train with their own --max-steps, --patience, --min-delta and "
                    "--patience-from instead of the study's (e.g. a cut budget for the one-seed variants when compute "
-                   "is short); recorded in sweep.json and said in the report")
+                   "is short); recorded in sweep.json and said in the report. A run planned first by an invocation "
+                   "with another budget is refused")
     p.add_argument("--report-only", action="store_true", help="train nothing: evaluate the runs there and report")
     evaluation = p.add_argument_group("evaluation (as evaluate.py)")
     add_scoring_args(evaluation)

@@ -153,6 +153,36 @@ def test_an_invocation_with_a_budget_of_its_own_is_recorded_and_said_in_the_repo
     assert "- Command 2: `python -m nmt.sweep cut --own-budget`\n" in text
 
 
+def test_a_run_planned_by_an_earlier_invocation_with_another_budget_is_refused(tmp_path):
+    """Two invocations of one study that plan the same run at different budgets (one of them --own-budget): which
+    one trains it first would set its budget. The run belongs to the invocation that planned it first."""
+    import argparse
+
+    def invocation(skip, lambdas, seeds, max_steps=2000, own=False):
+        return argparse.Namespace(config=None, train_args=["--val-every", "60"], max_steps=max_steps, patience=4,
+                                  min_delta=None, patience_from=600, skip=skip, lambdas=lambdas, seeds=seeds,
+                                  parallel=1, own_budget=own)
+
+    study = invocation(["post_ln", "xskip_ln"], [1.0, 2.0], [1, 2, 3])
+    sweep_module.record_invocation(tmp_path, study, ["study"])
+    # xskip_ln λ=1 is post_ln: the cut invocation plans post_ln seed 1 and xskip_ln λ=2 seed 1, the study's runs
+    cut = invocation(["skip", "xskip_ln"], [0.5, 1.0, 2.0], [1], max_steps=800, own=True)
+    with pytest.raises(sweep_module.SweepError, match=r"post_ln-lambda1-seed1, xskip_ln-lambda2-seed1 are planned by "
+                       r"command 1 of sweep.json \(--skip post_ln,xskip_ln\) with --max-steps 2000 --patience 4 "
+                       r"--patience-from 600, and this command asks --max-steps 800 .*Leave them out"):
+        sweep_module.record_invocation(tmp_path, cut, ["cut"])
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["invocations"]) == 1  # nothing written
+    sweep_module.record_invocation(tmp_path, invocation(["skip", "xskip"], [0.5, 1.0], [1], 800, True), ["disjoint"])
+    sweep_module.record_invocation(tmp_path, study, ["study"])  # the study again (to resume): its own runs
+    # the runs the cut command planned first are its own: the study's budget may not take them either way
+    with pytest.raises(sweep_module.SweepError, match=r"skip-lambda1-seed1 is planned by command 2 .*"
+                       r"--max-steps 800 .* asks --max-steps 2000 .*Leave it out"):
+        sweep_module.record_invocation(tmp_path, invocation(["skip"], [1.0], [1, 2]), ["skip"])
+    # the same budget is no clash, --own-budget or not
+    sweep_module.record_invocation(tmp_path, invocation(["skip", "xskip"], [0.5, 1.0], [1, 2], 800, True), ["seeds"])
+    sweep_module.record_invocation(tmp_path, invocation(["post_ln"], [1.0], [1, 4], 2000, True), ["same"])
+
+
 def test_detectable_difference_formulas():
     d = detectable_difference(0.3, 3)
     assert d["significant_normal"] == pytest.approx(1.95996 * 0.3 * (2 / 3) ** 0.5)
