@@ -27,7 +27,8 @@
 
 Evaluations are cached per run in ``DIR/eval/<run>.json`` (keyed by the run's results.json and the
 evaluation settings), so a rerun after one more run re-translates only that one; diagnoses likewise in
-``DIR/diagnosis/<run>/`` (keyed by the checkpoint file and the diagnosis settings).
+``DIR/diagnosis/<run>/`` (keyed by the checkpoint file and the diagnosis settings), and copied into
+``DIR/report/diagnosis/<run>/``: the report folder links only inside itself and can be moved whole.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import argparse
 import hashlib
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -495,6 +497,10 @@ def why(out: Path, folder: Path, settings: DiagnosisSettings, only: frozenset[st
         results.append((run, result))
     pictures = diagnosis_figures.compare([r for _, r in results], folder, variant_colors(out),
                                          what="each variant's best checkpoint (first seed)") if results else []
+    # the report carries the diagnoses it links to, so that its folder can be moved whole (into docs/, say)
+    shutil.rmtree(folder / "diagnosis", ignore_errors=True)
+    for run, _ in results:
+        shutil.copytree(out / "diagnosis" / run.name, folder / "diagnosis" / run.name)
     return {"results": results, "failed": failed, "pictures": pictures, "settings": settings,
             "only": None if only is None else sorted(only)}
 
@@ -835,7 +841,7 @@ def _why_section(found: dict | None) -> list[str]:
     elif found["results"]:
         lines.append("The figures need matplotlib (`pip install nmt[report]`).")
     lines += ["", "Each diagnosis on its own: " + ", ".join(
-        f"[{r['subject']['label']}](../diagnosis/{run.name}/summary.md)" for run, r in found["results"]) + "."]
+        f"[{r['subject']['label']}](diagnosis/{run.name}/summary.md)" for run, r in found["results"]) + "."]
     return lines
 
 

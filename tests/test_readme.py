@@ -1,4 +1,4 @@
-"""The README's two set-up commands stay true: CI runs the test command verbatim."""
+"""The README's two set-up commands stay true (CI runs the test command verbatim), and the docs' links resolve."""
 
 import re
 from pathlib import Path
@@ -23,3 +23,13 @@ def test_readme_documents_every_registered_variant():
     text = (ROOT / "README.md").read_text()
     for name in RESIDUALS:
         assert f"`{name}`" in text
+
+
+def test_every_relative_link_of_the_docs_resolves():
+    """README, docs/ (generated reports included: they are moved there whole) and data/README.md link only to
+    files that are there."""
+    pages = [ROOT / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = [f"{page.relative_to(ROOT)}: {link}" for page in pages
+              for link in re.findall(r"\]\(([^)#\s]+)", page.read_text())
+              if "://" not in link and not link.startswith("mailto:") and not (page.parent / link).exists()]
+    assert len(pages) > 10 and not broken, broken

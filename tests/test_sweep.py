@@ -10,6 +10,7 @@ invocation adds a second post_ln seed into the same study.
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -350,6 +351,11 @@ def test_report_table_and_files(study):
     assert diagnosed["post_ln"]["run"] == "post_ln-lambda1-seed1"
     assert diagnosed["post_ln"]["summary"]["encoder_rms_growth"] == pytest.approx(1.0, abs=0.05)  # Post-LN: flat
     assert (study["folder"] / "study" / "diagnosis" / "rskip_ln-lambda2-seed1" / "diagnosis.json").is_file()
+    # the report links to its own copy of each diagnosis: every relative link resolves inside the report folder
+    links = re.findall(r"\]\(([^)#]+)\)", readme)
+    assert "diagnosis/rskip_ln-lambda2-seed1/summary.md" in links
+    assert all(not link.startswith(("..", "/")) and (report / link).is_file() for link in links
+               if "://" not in link), links
     assert "diagnosing rskip_ln-lambda2-seed1" in study["rerun"].stdout
     assert "diagnosing" not in more.stdout  # the report rewritten after one more run: nothing diagnosed again
 
