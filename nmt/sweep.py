@@ -278,11 +278,13 @@ def _refuse_runs_of_another_budget(out: Path, record: dict, args: argparse.Names
     if clashes:
         number, names = min(clashes.items())
         first = record["invocations"][number - 1]
-        theirs = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in budget_of(first).items() if v is not None)
-        asked = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in mine.items() if v is not None)
+        def flags(budget: dict) -> str:
+            return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in budget.items() if v is not None)
+
         one = len(names) == 1
         raise SweepError(f"{out}: {', '.join(names)} {'is' if one else 'are'} planned by command {number} of "
-                         f"sweep.json (--skip {','.join(first['skip'])}) with {theirs}, and this command asks {asked}: "
+                         f"sweep.json (--skip {','.join(first['skip'])}) with {flags(budget_of(first))}, and this "
+                         f"command asks {flags(mine)}: "
                          f"whichever trains {'it' if one else 'them'} first would set the budget. Leave "
                          f"{'it' if one else 'them'} out of this command's --skip/--lambda/--seeds: "
                          f"{'it trains' if one else 'they train'} with that command")
