@@ -17,6 +17,9 @@ from pathlib import Path
 
 from nmt import atomic
 
+MAX_DIRTY_PATHS = 50
+"""At most this many changed files are listed in provenance.json (their total count is always written)."""
+
 PACKAGES = ("torch", "lightning", "sentencepiece", "sacrebleu", "torchmetrics", "numpy", "nmt")
 
 
@@ -26,11 +29,17 @@ def git_state(cwd: Path) -> dict:
             out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             return None
-        return out.stdout.strip() if out.returncode == 0 else None
+        return out.stdout if out.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
+    commit = (git("rev-parse", "HEAD") or "").strip() or None
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    if status is None:
+        return {"commit": commit, "dirty": None}
+    # which tracked files differ from the commit ("XY path" or "XY old -> new"): a study that writes its own state
+    # into the tree is not a change of the code, and a reader can only tell the two apart by the files
+    paths = sorted(line[3:].split(" -> ")[-1] for line in status.splitlines() if line.strip())
+    return {"commit": commit, "dirty": bool(paths), "dirty_paths": paths[:MAX_DIRTY_PATHS],
+            "dirty_paths_total": len(paths)}
 
 
 def package_versions() -> dict:

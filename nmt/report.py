@@ -537,7 +537,8 @@ def _closest(values, target: float) -> float:
 
 # ------------------------------------------------------------------------------------------- the report
 def _provenance(out: Path) -> dict:
-    commits, packages, hardware, dirty = {}, {}, {}, False
+    commits, packages, hardware = {}, {}, {}
+    sessions, dirty, unlisted, paths = 0, 0, 0, set()  # run sessions; dirty ones; dirty without a file list; files
     for run in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
         path = run / "provenance.json"
         if not path.is_file():
@@ -547,14 +548,22 @@ def _provenance(out: Path) -> dict:
         for record in records:
             git = record.get("git", {})
             commits.setdefault(git.get("commit") or "unknown", []).append(run.name)
-            dirty |= bool(git.get("dirty"))
+            sessions += 1
+            if git.get("dirty"):
+                dirty += 1
+                if "dirty_paths" in git:
+                    paths.update(git["dirty_paths"])
+                    unlisted += git.get("dirty_paths_total", 0) > len(git["dirty_paths"])
+                else:
+                    unlisted += 1  # recorded before provenance.json listed the files
             for name, version in record.get("packages", {}).items():
                 packages.setdefault(name, set()).add(str(version))
             machine = json.dumps(record.get("hardware", {}), sort_keys=True)
-            hardware.setdefault(machine, set()).add(run.name)
-    return {"commits": {c: sorted(set(r)) for c, r in commits.items()}, "dirty": dirty,
+            hardware.setdefault(machine, []).append(run.name)
+    return {"commits": {c: sorted(r) for c, r in commits.items()}, "sessions": sessions,  # a run once a session
+            "dirty": {"sessions": dirty, "unlisted": unlisted, "paths": sorted(paths)},
             "packages": {k: sorted(v) for k, v in packages.items()},
-            "hardware": [{"hardware": json.loads(h), "runs": len(r)} for h, r in hardware.items()]}
+            "hardware": [{"hardware": json.loads(h), "sessions": len(r)} for h, r in hardware.items()]}
 
 
 WHY = DiagnosisSettings()
@@ -792,22 +801,45 @@ def _hardware_section(sweep: dict, provenance: dict, scores: list[RunScore], eva
     return [
         "## Hardware and wall time",
         "",
-        *[f"- {h['runs']} run session(s) on: " + ", ".join(f"{k} {v}" for k, v in h["hardware"].items())
+        *[f"- {h['sessions']} run session(s) on: " + ", ".join(f"{k} {v}" for k, v in h["hardware"].items())
           for h in provenance["hardware"]],
         (f"- Sweep wall time (training, all invocations): {train_s / 3600:.2f} h; the evaluation for this report: "
          f"{eval_s / 60:.1f} min (cached evaluations are reused)."),
-        (f"- Wall time of one run (its last training session, results.json): median "
+        (f"- Wall time of one run (over all its training sessions, results.json): median "
          f"{statistics.median(run_walls) / 60:.1f} min" if run_walls else "- No run wall time recorded."),
         "",
     ]
+
+
+CODE_SUFFIXES = (".py", ".yaml", ".yml", ".toml", ".model")
+"""Files whose change can alter what a run computes (code, presets, the package's metadata, a tokenizer model)."""
+
+
+def _dirty_line(dirty: dict, sessions: int) -> str:
+    """Whether the runs' working trees differed from their commit, and in which files: a study that writes its
+    own state into the tree (``--state docs/...``) is told apart from a change of the code."""
+    if not dirty["sessions"]:
+        return "- Uncommitted changes in a run's working tree: none"
+    line = f"- Uncommitted changes in a run's working tree: in {dirty['sessions']} of {sessions} run session(s)"
+    paths = dirty["paths"]
+    if paths:
+        shown = ", ".join(f"`{p}`" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        code = [p for p in paths if p.endswith(CODE_SUFFIXES)]
+        line += (f"; the files: {shown}; code or configuration among them: "
+                 + (", ".join(f"`{p}`" for p in code) if code else "none"))
+    if dirty["unlisted"]:
+        line += (f"; {dirty['unlisted']} session(s) recorded no (or no complete) list of the files: which changed "
+                 "is not known")
+    return line
 
 
 def _provenance_section(provenance: dict) -> list[str]:
     return [
         "## Provenance",
         "",
-        *[f"- git commit `{c}`: {len(r)} run session(s)" for c, r in provenance["commits"].items()],
-        f"- Uncommitted changes in any run's working tree: {'yes' if provenance['dirty'] else 'no'}",
+        *[f"- git commit `{c}`: {len(r)} run session(s) of {len(set(r))} run(s)"
+          for c, r in provenance["commits"].items()],
+        _dirty_line(provenance["dirty"], provenance["sessions"]),
         "- Packages: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(provenance["packages"].items())),
         "- Each run's own `provenance.json` (command, data and tokenizer SHA-256) is in `runs/<run>/`.",
         "",
@@ -883,7 +915,8 @@ def _protocol_section(settings: EvalSettings, scoring: ScoringSettings, also_ave
          "(dotted), the stop reason from its results.json. **Bars** (`bleu.png`): the table's mean ± std. "
          "**Gradient norms** (`grad_norms.png`): the 2-norm of the gradient of all parameters of each encoder and "
          "decoder layer at each of the first `--log-layer-grads` updates, before clipping, per seed."),
-        "- **Wall time**: seconds from start to end of the run's last train.py process (results.json).",
+        "- **Wall time**: a run's seconds of training summed over its train.py sessions, each counted up to its last "
+        "checkpoint and the last one in full (results.json, `nmt/wallclock.py`); mean over the seeds in the tables.",
         ("- **Why** (`why_*.png`, the diagnosis table): `python -m nmt.diagnose` on each variant's first seed's "
          "`best.ckpt`, with its default settings; the measurements are defined in the README's section on "
          "diagnosis and in `nmt/diagnose/__init__.py`."),
