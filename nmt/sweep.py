@@ -49,9 +49,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from nmt import atomic, report
+from nmt import atomic
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.evaluate import read_results
+from nmt.report import cli as report_cli
+from nmt.report.write import write_report
+from nmt.tables import count
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,8 +92,8 @@ class Plan:
     def describe(self) -> str:
         combos = sorted({(r.skip, r.lam) for r in self.runs}, key=lambda c: self.runs.index(
             next(r for r in self.runs if (r.skip, r.lam) == c)))
-        lines = [f"plan: {report.count(len(self.runs), 'run')} = "
-                 f"{report.count(len(combos), 'variant/λ combination')} × their seeds"]
+        lines = [f"plan: {count(len(self.runs), 'run')} = "
+                 f"{count(len(combos), 'variant/λ combination')} × their seeds"]
         for skip, lam in combos:
             seeds = [r.seed for r in self.runs if (r.skip, r.lam) == (skip, lam)]
             lines.append(f"  run    {skip} λ={lam:g}, seeds {', '.join(map(str, seeds))}")
@@ -557,9 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = p.add_argument_group("evaluation (as evaluate.py)")
     add_scoring_args(evaluation)
     add_eval_args(evaluation, with_average_last=True)
-    report.add_also_average_arg(evaluation)
-    report.add_pilot_arg(evaluation)
-    report.add_why_arg(evaluation)
+    report_cli.add_also_average_arg(evaluation)
+    report_cli.add_pilot_arg(evaluation)
+    report_cli.add_why_arg(evaluation)
     return p
 
 
@@ -589,8 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         plan = make_plan(args.skip, args.lambdas, args.seeds)
-        average, chosen_by = report.also_average_last(args), report.pilots(args)
-    except (SweepError, report.FlagError) as e:
+        average, chosen_by = report_cli.also_average_last(args), report_cli.pilots(args)
+    except (SweepError, report_cli.FlagError) as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
     print(plan.describe(), flush=True)
@@ -620,9 +623,9 @@ def main(argv: list[str] | None = None) -> int:
                       "tries them again", file=sys.stderr)
         if not args.report_only:
             finish_invocation(out, started)
-        report.use_threads(args.threads)  # the evaluation shares the machine as the runs did
-        folder = report.build(out, EvalSettings.from_args(args), ScoringSettings.from_args(args),
-                              report.why_settings(args), report.why_only(args), average, chosen_by)
+        report_cli.use_threads(args.threads)  # the evaluation shares the machine as the runs did
+        folder = write_report(out, EvalSettings.from_args(args), ScoringSettings.from_args(args),
+                              report_cli.why_settings(args), report_cli.why_only(args), average, chosen_by)
         print(f"report written to {folder}/", flush=True)
         return 1 if not args.report_only and failed else 0
 

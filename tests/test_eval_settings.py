@@ -5,16 +5,17 @@ import re
 
 import pytest
 
-from nmt import average, evaluate, report, sweep, translate
+from nmt import average, evaluate, sweep, translate
 from nmt.decode import LENPEN_STYLES
 from nmt.eval_settings import EvalSettings, ScoringSettings
+from nmt.report import cli as report_cli
 
 # each command's parser and the least it must be given
 COMMANDS = {
     "nmt.translate": (translate.build_parser, ["model.ckpt"]),
     "evaluate.py": (evaluate.build_parser, ["runs/a"]),
     "nmt.sweep": (sweep.build_parser, ["--skip", "post_ln", "--out", "study"]),
-    "nmt.report": (report.build_parser, ["study"]),
+    "nmt.report": (report_cli.build_parser, ["study"]),
     "nmt.average": (average.build_parser, ["--output", "avg.ckpt"]),
 }
 EVALUATING = ["evaluate.py", "nmt.sweep", "nmt.report"]

@@ -196,8 +196,8 @@ def test_figure_is_drawn_when_matplotlib_is_there(grid):
 # ------------------------------------------------------------------------------------------- in the study's report
 def test_the_study_report_shows_its_pilots_and_checks_the_study_against_them(tmp_path, capsys):
     from nmt.pilot_summary import write
-    from nmt.report import main as report_main
-    from nmt.report import pilot_sections, sweep_record
+    from nmt.report.cli import main as report_main
+    from nmt.report.readme import pilot_sections, sweep_record
 
     grid, long = tmp_path / "pilot-grid", tmp_path / "pilot-long"
     fake_run(grid, "g1", "post_ln", 1e-3, [5.0, 20.0, 19.0])

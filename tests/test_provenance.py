@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 from nmt.provenance import git_state
-from nmt.report import _dirty_line, _provenance
+from nmt.report.readme import dirty_line, read_provenance
 
 
 def git(repo: Path, *args: str) -> None:
@@ -50,15 +50,15 @@ def test_the_report_tells_a_study_state_from_a_code_change(tmp_path):
     write_run(tmp_path, "a", {"commit": "c1", "dirty": True},  # an old record: no list of files
               {"commit": "c2", "dirty": True, "dirty_paths": ["docs/state/sweep.json"], "dirty_paths_total": 1})
     write_run(tmp_path, "b", {"commit": "c2", "dirty": False, "dirty_paths": [], "dirty_paths_total": 0})
-    provenance = _provenance(tmp_path)
+    provenance = read_provenance(tmp_path)
     assert provenance["sessions"] == 3
     assert provenance["dirty"] == {"sessions": 2, "unlisted": 1, "paths": ["docs/state/sweep.json"]}
     assert provenance["hardware"] == [{"hardware": {"cpu_count": 2}, "sessions": 3}]
-    line = _dirty_line(provenance["dirty"], provenance["sessions"])
+    line = dirty_line(provenance["dirty"], provenance["sessions"])
     assert "in 2 of 3 run session(s)" in line and "`docs/state/sweep.json`" in line
     assert "code or configuration among them: none" in line
     assert "1 session(s) recorded no (or no complete) list of the files" in line
 
-    line = _dirty_line({"sessions": 1, "unlisted": 0, "paths": ["README.md", "nmt/model.py"]}, 4)
+    line = dirty_line({"sessions": 1, "unlisted": 0, "paths": ["README.md", "nmt/model.py"]}, 4)
     assert "code or configuration among them: `nmt/model.py`" in line and "recorded no" not in line
-    assert _dirty_line({"sessions": 0, "unlisted": 0, "paths": []}, 4).endswith("none")
+    assert dirty_line({"sessions": 0, "unlisted": 0, "paths": []}, 4).endswith("none")

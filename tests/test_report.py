@@ -7,7 +7,7 @@ report adds on request: the same runs scored a second time with the average of t
 import json
 from pathlib import Path
 
-from nmt.report import main
+from nmt.report.cli import main
 
 RUNS = {"post_ln": "post_ln-lambda1-seed1", "rskip_ln": "rskip_ln-lambda2-seed1"}
 

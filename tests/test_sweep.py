@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import metrics, synthetic_corpus, train_command
 
-from nmt.report import detectable_difference
+from nmt.report.power import detectable_difference
 from nmt import sweep as sweep_module
 from nmt.sweep import DIVERGED, FINISHED, FRESH, RESTART, RESUME, Run, main, make_plan, run_state, study_lock
 
@@ -126,7 +126,7 @@ def test_a_larger_patience_is_taken_until_a_run_has_stopped_on_the_smaller_one(t
 def test_an_invocation_with_a_budget_of_its_own_is_recorded_and_said_in_the_report(tmp_path):
     import argparse
 
-    from nmt.report import _setup_section
+    from nmt.report.readme import setup_section
 
     def invocation(**changes):
         values = dict(config=None, train_args=["--val-every", "60"], max_steps=2000, patience=4, min_delta=None,
@@ -148,7 +148,7 @@ def test_an_invocation_with_a_budget_of_its_own_is_recorded_and_said_in_the_repo
         sweep_module.record_invocation(tmp_path, other, ["other"])
     assert "--own-budget" not in str(refused.value)
     sweep_module.record_invocation(tmp_path, invocation(), ["study"])  # rerun to resume: one line, counted
-    text = "\n".join(_setup_section(json.loads((tmp_path / "sweep.json").read_text())))
+    text = "\n".join(setup_section(json.loads((tmp_path / "sweep.json").read_text())))
     assert "the runs of command 2 had a budget of their own (`--own-budget`" in text
     assert "- Command 1: `python -m nmt.sweep study` (run 2 times: each rerun went on" in text
     assert "- Command 2: `python -m nmt.sweep cut --own-budget`\n" in text
@@ -361,7 +361,7 @@ def test_report_table_and_files(study):
 
 
 def test_the_loss_curves_go_log_scale_when_they_span_orders_of_magnitude():
-    from nmt.report import spans_orders_of_magnitude
+    from nmt.report.figures import spans_orders_of_magnitude
 
     assert spans_orders_of_magnitude([5.1, 4.2, 1.4e9, 3.9])  # a diverging run beside converging ones
     assert not spans_orders_of_magnitude([5.1, 4.2, 3.9, 2.8])
@@ -381,7 +381,7 @@ def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study, c
     text = (folder / "study" / "report" / "results.md").read_text()
     assert "### Gradient flow over the first updates" in text and "### Why" not in text
     # --why-only: the Why section of the named variants only (from the cache: nothing is diagnosed again)
-    from nmt import report
+    from nmt.report import cli as report
 
     with pytest.raises(SystemExit):
         report.build_parser().parse_args(["study", "--why-only", "post_ln,no_such_skip"])
@@ -396,7 +396,7 @@ def test_other_training_settings_are_refused_and_a_rerun_trains_nothing(study, c
 def test_a_study_kept_without_its_checkpoints_reports_from_its_caches(study, tmp_path, capsys):
     """A study folder saved light (no checkpoints, copied or cloned: new file times) reports as before: the scores
     and diagnoses are read from its caches, since nothing is left to translate or diagnose."""
-    from nmt import report
+    from nmt.report import cli as report
 
     flags = ["--bootstrap", "100", "--why-only", "post_ln"]
     assert report.main([str(study["folder"] / "study"), *flags]) == 0

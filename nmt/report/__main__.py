@@ -1,0 +1,5 @@
+import sys
+
+from nmt.report.cli import main
+
+sys.exit(main())
