@@ -20,8 +20,8 @@ from nmt.tables import count
 
 
 def readme_text(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str],
-            pictures: list[str], scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
-            found: dict | None = None, also_average_last: int = 0, pilot_lines: Sequence[str] = ()) -> str:
+                pictures: list[str], scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
+                found: dict | None = None, also_average_last: int = 0, pilot_lines: Sequence[str] = ()) -> str:
     """The report's README.md (``sweep``: the study's sweep.json): setup, hardware and wall time, provenance,
     results, figures, and the protocol."""
     provenance = read_provenance(out)

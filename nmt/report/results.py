@@ -24,7 +24,7 @@ def weights_label(settings: EvalSettings) -> str:
 
 
 def comparison_table(key: str, group: list[RunScore], unscored: list[dict], scoring: ScoringSettings,
-                      weights: str) -> tuple[dict, str]:
+                     weights: str) -> tuple[dict, str]:
     """One set of comparable runs (and ``unscored`` diverged runs) scored with ``weights`` (``weights_label``): its
     table for results.json, and as Markdown with the signatures and the smallest difference the seed noise lets
     one detect."""

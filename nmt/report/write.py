@@ -47,7 +47,7 @@ def write_report(out: Path, settings: EvalSettings, scoring: ScoringSettings,
         averaged, averaged_unscored, averaged_left_out = evaluate_runs(out, other, scoring)
         for i, (key, group) in enumerate(evaluate.comparable_sets(averaged, largest_first=True)):
             table, text = comparison_table(key, group, averaged_unscored if i == 0 else [], scoring,
-                                            weights_label(other))
+                                           weights_label(other))
             markdown.append(text)
             tables.append(table)
         left_out += [{**x, "reason": f"{weights_label(other)}: {x['reason']}"} for x in averaged_left_out]
@@ -73,6 +73,6 @@ def write_report(out: Path, settings: EvalSettings, scoring: ScoringSettings,
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
     readme = readme_text(out, sweep, settings, scoring, markdown, pictures, scores, unscored, left_out,
-                     time.time() - started, found, also_average_last, pilot_lines)
+                         time.time() - started, found, also_average_last, pilot_lines)
     atomic.write_text(folder / "README.md", readme)
     return folder
