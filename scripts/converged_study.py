@@ -26,6 +26,8 @@ on disk is not redone. The stages, with the rules fixed before the runs were see
 6. **second long run** (``OUT/pilot-long``): rskip_ln λ=2 as post_ln's long run. It decides nothing (the budget is
    post_ln's), so it comes last: a session's hours go first to study runs that end within them.
 7. **report**: the study's report written again (``--report-only``), with both long runs' curves.
+8. **publish** (``--publish DIR``, the issue's ``docs/study-multi30k-converged``): the report's files copied into DIR
+   and the held-out translations into ``DIR/heldout/<run>/<test set>.de``, where the issue asks for them (``publish``).
 
 ``--state DIR`` keeps a light copy of OUT in DIR (no checkpoints: a few MB, for git) after every stage and restores
 from it first: on machines whose files do not outlive a session, commit DIR and the next session goes on from it
@@ -133,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop the runs at this time (HH:MM or an ISO date and time) and start none that would end "
                    "after it (nmt.sweep --until); finished runs are still scored, translated and kept, so leave a "
                    "few minutes for that before a session's end; exit status 142, and the same command goes on")
+    p.add_argument("--publish", type=Path, metavar="DIR",
+                   help="once the study is done, copy its report into DIR and the held-out translations into "
+                   "DIR/heldout/<run>/ (each file written whole; DIR's other files are left alone)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     return p
 
@@ -309,6 +314,40 @@ def restore_state(state: Path, out: Path) -> int:
     return restored
 
 
+PUBLISHED = ".published.json"
+"""The list of files ``publish`` wrote into its folder: the next publish removes those the study no longer has."""
+
+
+def publish(study: Path, target: Path) -> int:
+    """The finished study's record copied where readers find it: every file of ``study/report/`` into ``target``, and
+    ``study/heldout/<run>/<test set>.de`` into ``target/heldout/``, each written whole. ``target``'s other files (the
+    plan, the ``--state`` copy) are left alone; a file published before that the study no longer has (a figure the
+    report dropped, say) is removed (``target/.published.json`` lists what was published). Returns how many files
+    changed."""
+    if not (study / "report" / "README.md").is_file():
+        raise StageError(f"publish: {study / 'report'} holds no report (the report stage writes it)")
+    files = {}
+    for base, prefix in ((study / "report", ""), (study / "heldout", "heldout/")):
+        for path in sorted(base.rglob("*")) if base.is_dir() else []:
+            if path.is_file():
+                files[prefix + path.relative_to(base).as_posix()] = path
+    manifest = target / PUBLISHED
+    before = set(json.loads(manifest.read_text())) if manifest.is_file() else set()
+    changed = 0
+    for rel, path in files.items():
+        data = path.read_bytes()
+        if (target / rel).is_file() and (target / rel).read_bytes() == data:
+            continue
+        copy_into_place(data, target / rel)
+        changed += 1
+    for rel in sorted(before - set(files)):
+        if (target / rel).is_file():
+            (target / rel).unlink()
+            changed += 1
+    atomic.write_text(manifest, json.dumps(sorted(files), indent=1) + "\n")
+    return changed
+
+
 def with_flags(command: list[str], *flags: str) -> list[str]:
     """A study sweep's ``command`` with more of nmt.sweep's own ``flags`` (those it lacks), before its ``--``."""
     dashes = command.index("--")
@@ -452,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         keep()
         run_stage("report", sweep.main, report_only(commands[0]), args.dry_run)
         keep()
+        if args.publish is not None:
+            print(f"[publish] the report into {args.publish}, the held-out translations into "
+                  f"{args.publish / 'heldout'}" + ("" if args.dry_run else f": {publish(study, args.publish)} files "
+                                                  "written"), flush=True)
     except StageError as e:  # StoppedAtUntil too: not an error, and the same command goes on later
         keep()
         stopped = isinstance(e, StoppedAtUntil)

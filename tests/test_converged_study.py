@@ -264,3 +264,31 @@ def test_git_keeps_the_light_copy_of_the_study_with_its_runs_and_without_checkpo
 
     assert not ignored(f"{state}/results.json") and not ignored(f"{state}/metrics.csv")
     assert ignored(f"{state}/checkpoints/best.ckpt") and ignored("study/multi30k-converged/runs/x/results.json")
+
+
+def test_publishing_puts_the_report_and_heldout_where_the_issue_asks_and_leaves_the_rest(study, tmp_path):
+    out, docs = tmp_path / "s" / "multi30k-converged", tmp_path / "docs"
+    with pytest.raises(study.StageError, match="holds no report"):
+        study.publish(out, docs)
+    files = {"report/README.md": "r", "report/why_lesion.png": "p", "report/diagnosis/a/summary.md": "d",
+             "heldout/a/test_2017_flickr.de": "x\ny\n", "runs/a/results.json": "{}", "eval/a.json": "e"}
+    for name, text in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    (docs / "state").mkdir(parents=True)
+    (docs / "plan.md").write_text("the plan")
+    (docs / "state" / "budget.json").write_text("{}")
+    assert study.publish(out, docs) == 4
+    published = sorted(str(p.relative_to(docs)) for p in docs.rglob("*") if p.is_file())
+    assert published == [".published.json", "README.md", "diagnosis/a/summary.md", "heldout/a/test_2017_flickr.de",
+                         "plan.md", "state/budget.json", "why_lesion.png"]
+    assert (docs / "heldout" / "a" / "test_2017_flickr.de").read_text() == "x\ny\n"
+    assert study.publish(out, docs) == 0  # nothing changed
+    # the report is written again without a figure and with a new README: the figure goes, the README is replaced,
+    # what publish never wrote stays
+    (out / "report" / "why_lesion.png").unlink()
+    (out / "report" / "README.md").write_text("r2")
+    (docs / "why_mine.png").write_text("kept")
+    assert study.publish(out, docs) == 2
+    assert not (docs / "why_lesion.png").exists() and (docs / "README.md").read_text() == "r2"
+    assert (docs / "why_mine.png").read_text() == "kept" and (docs / "plan.md").read_text() == "the plan"
