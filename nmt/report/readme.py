@@ -1,6 +1,6 @@
 """The report's README.md, its sections top to bottom: setup (the preset and every sweep command), the pilot
-that chose the setting and budget, hardware and wall time, provenance (commits, uncommitted files, packages),
-results, figures, the "Why" figures, and how every number was obtained.
+that chose the setting and budget, hardware and wall time, provenance (commits, whether they hold the same training
+code, uncommitted files, packages), results, figures, the "Why" figures, and how every number was obtained.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from nmt.pilot_summary import in_report
 from nmt.report.runs import configured_runs
 from nmt.residual import identities
 from nmt.tables import count
+from nmt.training_code import compare
 
 
 def readme_text(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str],
@@ -183,12 +184,34 @@ def dirty_line(dirty: dict, sessions: int) -> str:
     return line
 
 
+def training_code_line(found: dict) -> str:
+    """Whether the runs' commits hold the same training code (``nmt.training_code.compare``'s ``found``)."""
+    def commits(names: list[str]) -> str:
+        return ", ".join(f"`{c[:7]}`" for c in names)
+
+    versions, unreadable = found["versions"], found["unreadable"]
+    if not versions:
+        text = f"not compared: git cannot read {commits(unreadable) or 'the runs’ commits'} here"
+    elif len(versions) == 1:
+        n = len(versions[0]["commits"])
+        text = f"the same in {'all ' if n > 1 else ''}{count(n, 'commit')}"
+    else:
+        text = f"{len(versions)} versions: {commits(versions[0]['commits'])} hold one; " + "; ".join(
+            f"{commits(v['commits'])} differ{'s' if len(v['commits']) == 1 else ''} from it in "
+            + ", ".join(f"`{f}`" for f in v["differs"]) for v in versions[1:])
+    if unreadable and versions:
+        text += f"; {commits(unreadable)} not compared: git cannot read {'it' if len(unreadable) == 1 else 'them'} here"
+    return (f"- Training code (`train.py` and the modules of `nmt/` that `nmt.train` imports, {found['files']} files, "
+            f"compared by their git blobs: `nmt/training_code.py`): {text}")
+
+
 def _provenance_section(provenance: dict) -> list[str]:
     return [
         "## Provenance",
         "",
         *[f"- git commit `{c}`: {len(r)} run session(s) of {len(set(r))} run(s)"
           for c, r in provenance["commits"].items()],
+        *([training_code_line(compare(list(provenance["commits"])))] if provenance["commits"] else []),
         dirty_line(provenance["dirty"], provenance["sessions"]),
         "- Packages: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in sorted(provenance["packages"].items())),
         "- Each run's own `provenance.json` (command, data and tokenizer SHA-256) is in `runs/<run>/`.",
