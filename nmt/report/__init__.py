@@ -35,5 +35,6 @@ The package, in the order a report is written: ``runs`` (the study folder's runs
 smallest difference the seed noise lets one detect), ``gradient_flow`` (the gradient-flow table), ``why`` (the
 diagnoses), ``figures`` (matplotlib), ``readme`` (README.md's sections), and ``cli`` (``python -m nmt.report``, and
 the flags ``nmt.sweep`` shares); ``write`` puts them together: ``write_report`` writes the whole folder. This
-package imports none of them.
+package imports none of them. ``side_by_side`` (``python -m nmt.report.side_by_side A B``) sets two written
+reports of the same variants next to each other.
 """
