@@ -164,8 +164,15 @@ def markdown(summary: dict) -> str:
     learned = chosen and next(r for r in summary["runs"] if r["run"] == chosen["run"])["best_bleu"] >= LEARNED
     why = (f"the highest validation BLEU of {summary['baseline']}" if learned else
            f"the lowest last validation loss of {summary['baseline']}, none of whose runs learned")
-    choice = (f"Chosen: peak learning rate **{chosen['lr']:g}**, warm-up **{chosen['warmup']}** ({why}, run "
-              f"{chosen['run']})." if chosen else "No setting chosen yet: no run of the baseline has a validation BLEU.")
+    settings = {(r["lr"], r["warmup"]) for r in summary["runs"] if r["skip"] == summary["baseline"]}
+    if chosen and len(settings) == 1:  # a long run at a setting chosen before it: nothing to choose from here
+        choice = (f"Setting: peak learning rate **{chosen['lr']:g}**, warm-up **{chosen['warmup']}**, the only one of "
+                  f"{summary['baseline']} this pilot trains: chosen before it (by a grid, or given), not here (run "
+                  f"{chosen['run']}).")
+    else:
+        choice = (f"Chosen: peak learning rate **{chosen['lr']:g}**, warm-up **{chosen['warmup']}** ({why}, run "
+                  f"{chosen['run']})." if chosen else
+                  "No setting chosen yet: no run of the baseline has a validation BLEU.")
     if chosen and summary.get("budget"):
         choice += (f" Budget: that run's plateau is at update **{summary['budget']:,}**: a study at this setting "
                    f"trains `--max-steps {summary['budget']}`.")

@@ -51,6 +51,18 @@ def fake_run(out, name, skip, lr, bleus, diverged=False, losses=None, finished=T
     (run / "results.json").write_text(json.dumps(record))
 
 
+def test_a_pilot_of_one_setting_does_not_claim_to_have_chosen_it(tmp_path):
+    """A long run at a setting chosen before (a grid elsewhere, or --setting): its pilot.md says so, and still
+    gives the budget; a rival variant at another learning rate does not make it a choice."""
+    fake_run(tmp_path, "a", "post_ln", 1e-3, [5.0, 20.0, 20.1, 20.1, 20.2])
+    fake_run(tmp_path, "b", "rskip_ln", 2e-3, [6.0, 21.0])
+    text = markdown(summarise(tmp_path, gain=0.3, baseline="post_ln"))
+    assert ("Setting: peak learning rate **0.001**, warm-up **100**, the only one of post_ln this pilot trains: "
+            "chosen before it (by a grid, or given), not here (run a). Budget: that run's plateau is at update "
+            "**300**") in text
+    assert "Chosen:" not in text and "highest validation BLEU" not in text
+
+
 def test_the_choice_is_the_baselines_best_run_that_did_not_diverge(tmp_path):
     fake_run(tmp_path, "a", "post_ln", 1e-3, [5.0, 20.0, 19.0])
     fake_run(tmp_path, "b", "post_ln", 2e-3, [8.0, 24.0, 25.5])
