@@ -65,6 +65,7 @@ if str(ROOT) not in sys.path:  # run as a file from a checkout without `pip inst
 from nmt import atomic, pilot, sweep, translate
 from nmt.evaluate import read_results
 from nmt.pilot_summary import grid_edge, study_budget, summarise
+from nmt.tables import markdown_table
 
 GRID_LR = [5e-4, 1e-3, 2e-3]
 GRID_WARMUP = [200, 500]
@@ -318,24 +319,50 @@ PUBLISHED = ".published.json"
 """The list of files ``publish`` wrote into its folder: the next publish removes those the study no longer has."""
 
 
-def publish(study: Path, target: Path) -> int:
+def heldout_table(study: Path, sources: list[Path]) -> str:
+    """``heldout/README.md``: which run translated which held-out source, and whether each output has as many lines
+    as its source (the issue's check), one row per ended run of the study."""
+    runs = sorted(r.name for r in (study / "runs").iterdir() if (r / "results.json").is_file()) \
+        if (study / "runs").is_dir() else []
+    wanted = {s.stem: line_count(s) for s in sources}
+    rows = []
+    for run in runs:
+        cells = []
+        for stem, lines in wanted.items():
+            out = study / "heldout" / run / f"{stem}.de"
+            got = line_count(out) if out.is_file() else None
+            cells.append("missing" if got is None else f"{got:,}" + ("" if got == lines else f" (**not {lines:,}**)"))
+        rows.append([run, *cells])
+    complete = all(c == f"{n:,}" for row in rows for c, n in zip(row[1:], wanted.values()))
+    head = ["run", *[f"{stem}.de ({n:,} source lines)" for stem, n in wanted.items()]]
+    return "\n".join([
+        "# Held-out translations", "",
+        "Every study run's `best.ckpt` translated each held-out source (beam 4, α 0.6; detokenized text, as "
+        "evaluate.py scores it: `python -m nmt.translate RUN --input SOURCES --output heldout/RUN`). The references "
+        "are kept elsewhere; nothing here was tuned on them.", "",
+        markdown_table(head, rows), "",
+        ("Every run translated every source, each output as many lines as its source." if complete and rows else
+         "**Not complete**: the cells in bold or missing above."), ""])
+
+
+def publish(study: Path, target: Path, sources: list[Path]) -> int:
     """The finished study's record copied where readers find it: every file of ``study/report/`` into ``target``, and
-    ``study/heldout/<run>/<test set>.de`` into ``target/heldout/``, each written whole. ``target``'s other files (the
-    plan, the ``--state`` copy) are left alone; a file published before that the study no longer has (a figure the
-    report dropped, say) is removed (``target/.published.json`` lists what was published). Returns how many files
-    changed."""
+    ``study/heldout/<run>/<test set>.de`` into ``target/heldout/`` with a ``README.md`` of their line counts against
+    the ``sources`` (``heldout_table``), each written whole. ``target``'s other files (the plan, the ``--state``
+    copy) are left alone; a file published before that the study no longer has (a figure the report dropped, say)
+    is removed (``target/.published.json`` lists what was published). Returns how many files changed."""
     if not (study / "report" / "README.md").is_file():
         raise StageError(f"publish: {study / 'report'} holds no report (the report stage writes it)")
     files = {}
     for base, prefix in ((study / "report", ""), (study / "heldout", "heldout/")):
         for path in sorted(base.rglob("*")) if base.is_dir() else []:
             if path.is_file():
-                files[prefix + path.relative_to(base).as_posix()] = path
+                files[prefix + path.relative_to(base).as_posix()] = path.read_bytes()
+    files["heldout/README.md"] = heldout_table(study, sources).encode()
     manifest = target / PUBLISHED
     before = set(json.loads(manifest.read_text())) if manifest.is_file() else set()
     changed = 0
-    for rel, path in files.items():
-        data = path.read_bytes()
+    for rel, data in files.items():
         if (target / rel).is_file() and (target / rel).read_bytes() == data:
             continue
         copy_into_place(data, target / rel)
@@ -492,9 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         run_stage("report", sweep.main, report_only(commands[0]), args.dry_run)
         keep()
         if args.publish is not None:
+            written = "" if args.dry_run else f": {publish(study, args.publish, sources)} files written"
             print(f"[publish] the report into {args.publish}, the held-out translations into "
-                  f"{args.publish / 'heldout'}" + ("" if args.dry_run else f": {publish(study, args.publish)} files "
-                                                  "written"), flush=True)
+                  f"{args.publish / 'heldout'}{written}", flush=True)
     except StageError as e:  # StoppedAtUntil too: not an error, and the same command goes on later
         keep()
         stopped = isinstance(e, StoppedAtUntil)

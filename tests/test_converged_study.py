@@ -268,27 +268,42 @@ def test_git_keeps_the_light_copy_of_the_study_with_its_runs_and_without_checkpo
 
 def test_publishing_puts_the_report_and_heldout_where_the_issue_asks_and_leaves_the_rest(study, tmp_path):
     out, docs = tmp_path / "s" / "multi30k-converged", tmp_path / "docs"
+    sources = [tmp_path / "test_2017_flickr.en", tmp_path / "test_2018_flickr.en"]
+    sources[0].write_text("a\nb\n")
+    sources[1].write_text("c\n")
     with pytest.raises(study.StageError, match="holds no report"):
-        study.publish(out, docs)
+        study.publish(out, docs, sources)
     files = {"report/README.md": "r", "report/why_lesion.png": "p", "report/diagnosis/a/summary.md": "d",
-             "heldout/a/test_2017_flickr.de": "x\ny\n", "runs/a/results.json": "{}", "eval/a.json": "e"}
+             "heldout/a/test_2017_flickr.de": "x\ny\n", "heldout/a/test_2018_flickr.de": "z\n",
+             "runs/a/results.json": "{}", "eval/a.json": "e",
+             "heldout/b/test_2017_flickr.de": "x\n", "runs/b/results.json": "{}",  # one line short, one set missing
+             "runs/c/config.yaml": "still training: not a row"}
     for name, text in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(text)
     (docs / "state").mkdir(parents=True)
     (docs / "plan.md").write_text("the plan")
     (docs / "state" / "budget.json").write_text("{}")
-    assert study.publish(out, docs) == 4
+    assert study.publish(out, docs, sources) == 7
     published = sorted(str(p.relative_to(docs)) for p in docs.rglob("*") if p.is_file())
-    assert published == [".published.json", "README.md", "diagnosis/a/summary.md", "heldout/a/test_2017_flickr.de",
-                         "plan.md", "state/budget.json", "why_lesion.png"]
+    assert published == [".published.json", "README.md", "diagnosis/a/summary.md", "heldout/README.md",
+                         "heldout/a/test_2017_flickr.de", "heldout/a/test_2018_flickr.de",
+                         "heldout/b/test_2017_flickr.de", "plan.md", "state/budget.json", "why_lesion.png"]
     assert (docs / "heldout" / "a" / "test_2017_flickr.de").read_text() == "x\ny\n"
-    assert study.publish(out, docs) == 0  # nothing changed
-    # the report is written again without a figure and with a new README: the figure goes, the README is replaced,
-    # what publish never wrote stays
+    table = (docs / "heldout" / "README.md").read_text()
+    assert "| run | test_2017_flickr.de (2 source lines) | test_2018_flickr.de (1 source lines) |" in table
+    assert "| a | 2 | 1 |" in table and "| b | 1 (**not 2**) | missing |" in table and "| c |" not in table
+    assert "**Not complete**" in table
+    assert study.publish(out, docs, sources) == 0  # nothing changed
+    # the report is written again without a figure and with a new README, b's translations complete: the figure
+    # goes, the README is replaced, the table says complete, what publish never wrote stays
     (out / "report" / "why_lesion.png").unlink()
     (out / "report" / "README.md").write_text("r2")
+    (out / "heldout" / "b" / "test_2017_flickr.de").write_text("x\ny\n")
+    (out / "heldout" / "b" / "test_2018_flickr.de").write_text("z\n")
     (docs / "why_mine.png").write_text("kept")
-    assert study.publish(out, docs) == 2
+    assert study.publish(out, docs, sources) == 5
     assert not (docs / "why_lesion.png").exists() and (docs / "README.md").read_text() == "r2"
     assert (docs / "why_mine.png").read_text() == "kept" and (docs / "plan.md").read_text() == "the plan"
+    assert "Every run translated every source, each output as many lines as its source." in (
+        docs / "heldout" / "README.md").read_text()
