@@ -1,7 +1,7 @@
 """The study report of a sweep (``nmt.sweep``): ``DIR/report/``, self-contained.
 
 ``python -m nmt.report DIR [evaluation flags]`` rewrites it from the runs in ``DIR/runs`` (the sweep calls
-``build`` after training). It holds
+``nmt.report.write.write_report`` after training). It holds
 
 - ``results.md``, ``results.csv``, ``results.json``: evaluate.py's table (one row per variant and λ: BLEU
   mean ± std over the seeds that did not diverge, diverged runs counted, Δ BLEU against ``post_ln`` with the
