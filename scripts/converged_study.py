@@ -292,16 +292,22 @@ def copy_into_place(data: bytes, target: Path) -> None:
         tmp.write_bytes(data)
 
 
-def save_state(out: Path, state: Path, study: Path, sources: list[Path]) -> int:
-    """Copy the light files of ``out`` into ``state`` (each written whole); returns how many changed."""
+def write_changed(files: dict, root: Path) -> int:
+    """Write each of ``files`` ({path relative to ``root``: its bytes}) whose file under ``root`` differs, whole;
+    returns how many were written."""
     changed = 0
-    for rel in light_files(out, study, sources):
-        data, target = (out / rel).read_bytes(), state / rel
+    for rel, data in files.items():
+        target = root / rel
         if target.is_file() and target.read_bytes() == data:
             continue
         copy_into_place(data, target)
         changed += 1
     return changed
+
+
+def save_state(out: Path, state: Path, study: Path, sources: list[Path]) -> int:
+    """Copy the light files of ``out`` into ``state`` (each written whole); returns how many changed."""
+    return write_changed({rel: (out / rel).read_bytes() for rel in light_files(out, study, sources)}, state)
 
 
 def restore_state(state: Path, out: Path) -> int:
@@ -361,12 +367,7 @@ def publish(study: Path, target: Path, sources: list[Path]) -> int:
     files["heldout/README.md"] = heldout_table(study, sources).encode()
     manifest = target / PUBLISHED
     before = set(json.loads(manifest.read_text())) if manifest.is_file() else set()
-    changed = 0
-    for rel, data in files.items():
-        if (target / rel).is_file() and (target / rel).read_bytes() == data:
-            continue
-        copy_into_place(data, target / rel)
-        changed += 1
+    changed = write_changed(files, target)
     for rel in sorted(before - set(files)):
         if (target / rel).is_file():
             (target / rel).unlink()
