@@ -234,7 +234,7 @@ def test_the_study_report_shows_its_pilots_and_checks_the_study_against_them(tmp
     text = "\n".join(lines)
     assert text.startswith("## How the setting and budget were chosen: the pilot")
     assert text.index("### pilot-grid") < text.index("### pilot-long")
-    assert f"- `python -m nmt.pilot {' '.join(argv)}` (run 2 times)" in text
+    assert f"- `python -m nmt.pilot {' '.join(argv)}` (run 2 times: each rerun went on" in text
     assert "Chosen: peak learning rate **0.002**, warm-up **100**" in text  # pilot.md's own text, its title left out
     assert "# Pilot:" not in text
     assert text.count("The study trains at this setting (`--lr 0.002 --warmup 100`).") == 2

@@ -516,3 +516,26 @@ def test_the_sweep_lock_is_let_go_at_the_end_of_its_block(tmp_path):
     os.close(other)
     with pytest.raises(OSError):
         os.fstat(fd)  # and its descriptor closed
+
+
+def test_reruns_differing_only_in_when_and_how_many_at_once_are_one_command():
+    """A study resumed over several sessions reruns its command with another --until, and now and then with another
+    --parallel/--threads: the same runs, so the report lists one command and says how it was run; a command with
+    other runs (another --skip), or a train.py flag after --, stays a command of its own."""
+    from nmt.report.readme import setup_section
+
+    study = ["--out", "s", "--skip", "post_ln"]
+    invocations = [{"argv": [*study, "--parallel", "2", "--threads", "1", "--until", "2026-12-07T14:00:00"]},
+                   {"argv": [*study, "--parallel=1", "--threads=2", "--until", "2026-12-07T17:00:00"]},
+                   {"argv": [*study, "--parallel", "1", "--threads", "2", "--until", "2026-12-08T02:15:00"]},
+                   {"argv": ["--out", "s", "--skip", "skip", "--own-budget", "--until", "2026-12-07T17:00:00"],
+                    "own_budget": True},
+                   {"argv": [*study, "--", "--threads", "3"]}]
+    text = "\n".join(setup_section({"settings": {}, "invocations": invocations}))
+    assert ("- Command 1: `python -m nmt.sweep --out s --skip post_ln` (run 3 times: each rerun went on where the one "
+            "before had stopped; with `--parallel 2 --threads 1` once, `--parallel 1 --threads 2` 2 times; `--until` "
+            "2026-12-07T14:00:00 to 2026-12-08T02:15:00)") in text
+    assert ("- Command 2: `python -m nmt.sweep --out s --skip skip --own-budget` (`--until 2026-12-07T17:00:00`)"
+            in text)
+    assert "- Command 3: `python -m nmt.sweep --out s --skip post_ln -- --threads 3`\n" in text
+    assert "the runs of command 2 had a budget of their own" in text and "Command 4" not in text

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmt.eval_settings import EvalSettings, ScoringSettings
@@ -56,7 +58,7 @@ def setup_section(sweep: dict) -> list[str]:
     preset = (f"- Preset: `{settings['config']}` (sha256 `{settings['config_sha256'][:12]}`)" if settings.get("config")
               else "- Preset: none (train.py defaults)")
     commands = distinct_commands(sweep.get("invocations", []))
-    own = [str(i + 1) for i, (_, times, own_budget) in enumerate(commands) if own_budget]
+    own = [str(i + 1) for i, command in enumerate(commands) if command.own_budget]
     same = ("Every run has the same data, preset, flags and number of updates; only `--skip`, `--lambda` and "
             "`--seed` differ." if not own else
             f"Every run has the same data, preset and flags; the runs of command{'s' if len(own) > 1 else ''} "
@@ -69,9 +71,8 @@ def setup_section(sweep: dict) -> list[str]:
         preset + ", extra train.py flags:"
         f" `{' '.join(settings.get('train_args') or []) or 'none'}`, updates per run: "
         f"{settings.get('max_steps') or 'the preset’s'}. " + same,
-        *[f"- Command {i + 1}: `python -m nmt.sweep {' '.join(argv)}`"
-          + (f" (run {times} times: each rerun went on where the one before had stopped)" if times > 1 else "")
-          for i, (argv, times, _) in enumerate(commands)],
+        *[f"- Command {i + 1}: `python -m nmt.sweep {' '.join(command.argv)}`{command.how_run()}"
+          for i, command in enumerate(commands)],
         ("- Identical models ran once under the canonical name ("
          + "; ".join(f"{name} λ={lam:g} = {other}" for name, lam, other in identities()) + ")."),
         config_text,
@@ -88,8 +89,8 @@ def pilot_sections(out: Path, folder: Path, pilots: Sequence[Path],
     study = next(iter(configured_runs(out).values()), None)
     texts, data = [], []
     for pilot_dir in pilots:
-        commands = [f"- `python -m nmt.pilot {' '.join(argv)}`" + (f" (run {times} times)" if times > 1 else "")
-                    for argv, times, _ in distinct_commands(sweep_record(pilot_dir).get("invocations", []))]
+        commands = [f"- `python -m nmt.pilot {' '.join(command.argv)}`{command.how_run()}"
+                    for command in distinct_commands(sweep_record(pilot_dir).get("invocations", []))]
         text, summary = in_report(pilot_dir, folder, commands, study, max_steps)
         texts.append(text)
         data.append({"folder": str(pilot_dir), **summary})
@@ -105,15 +106,74 @@ def sweep_record(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def distinct_commands(invocations: list[dict]) -> list[tuple[tuple[str, ...], int, bool]]:
-    """[(argv, how many invocations ran it, whether with --own-budget)] in the order each was first run: rerunning
-    the same command until the sweep has finished is how a study is resumed, one line for it is enough."""
-    commands: dict[tuple[str, ...], list] = {}
+SCHEDULING = ("--parallel", "--threads", "--until")
+"""Flags that say how many runs train at once, on how many threads and until when, not what they train: commands
+differing only in these are one command of the study, rerun."""
+
+
+@dataclass
+class Command:
+    """One command of a study (its flags other than SCHEDULING), as often as it was run, and how."""
+
+    argv: tuple[str, ...]
+    own_budget: bool = False
+    schedules: Counter = field(default_factory=Counter)  # "--parallel 1 --threads 2" -> invocations run so
+    untils: list[str] = field(default_factory=list)  # each invocation's --until, in order
+
+    @property
+    def times(self) -> int:
+        return sum(self.schedules.values())
+
+    def how_run(self) -> str:
+        """" (run N times: ...; with `--parallel K --threads T` ...; `--until` first … last)", or "" for a command
+        run once without scheduling flags."""
+        parts = []
+        if self.times > 1:
+            parts.append(f"run {self.times} times: each rerun went on where the one before had stopped")
+        schedules = [(flags, n) for flags, n in self.schedules.items() if flags]
+        if len(schedules) == 1 and schedules[0][1] == self.times:
+            parts.append(f"with `{schedules[0][0]}`")
+        elif schedules:
+            parts.append("with " + ", ".join(f"`{flags}` " + ("once" if n == 1 else f"{n} times")
+                                             for flags, n in schedules))
+        if len(self.untils) == 1:
+            parts.append(f"`--until {self.untils[0]}`")
+        elif self.untils:
+            parts.append(f"`--until` {self.untils[0]} to {self.untils[-1]}"
+                         + ("" if len(self.untils) == self.times else f" ({len(self.untils)} of them)"))
+        return f" ({'; '.join(parts)})" if parts else ""
+
+
+def split_scheduling(argv: Sequence[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``argv`` without the SCHEDULING flags (``--flag value`` or ``--flag=value``), and their values."""
+    rest, found, i = [], {}, 0
+    while i < len(argv) and argv[i] != "--":  # after --: train.py's flags, left as they are
+        flag, equals, value = argv[i].partition("=")
+        if flag not in SCHEDULING:
+            rest.append(argv[i])
+        elif equals:
+            found[flag] = value
+        elif i + 1 < len(argv):
+            i += 1
+            found[flag] = argv[i]
+        i += 1
+    return (*rest, *argv[i:]), found
+
+
+def distinct_commands(invocations: list[dict]) -> list[Command]:
+    """The study's commands in the order each was first run: rerunning the same command until the sweep has finished
+    is how a study is resumed, and a rerun with another ``--until`` or another number of runs at once trains the same
+    runs, so one line for them is enough (it says how often and how each was run)."""
+    commands: dict[tuple[str, ...], Command] = {}
     for inv in invocations:
-        entry = commands.setdefault(tuple(inv.get("argv", [])), [0, False])
-        entry[0] += 1
-        entry[1] = entry[1] or bool(inv.get("own_budget"))
-    return [(argv, times, own_budget) for argv, (times, own_budget) in commands.items()]
+        argv, scheduling = split_scheduling(inv.get("argv", []))
+        command = commands.setdefault(argv, Command(argv))
+        command.own_budget = command.own_budget or bool(inv.get("own_budget"))
+        command.schedules[" ".join(f"{flag} {scheduling[flag]}" for flag in SCHEDULING[:2]
+                                   if flag in scheduling)] += 1
+        if "--until" in scheduling:
+            command.untils.append(scheduling["--until"])
+    return list(commands.values())
 
 
 def _hardware_section(sweep: dict, provenance: dict, scores: list[RunScore], eval_s: float) -> list[str]:
