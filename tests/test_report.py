@@ -48,7 +48,9 @@ def test_best_and_the_average_of_the_last_checkpoints_side_by_side(toy_runs, tmp
     assert "| BLEU | BLEU, average of the last 2 |" in every_run
     line = next(x for x in every_run.splitlines() if x.startswith(f"| {RUNS['post_ln']} |"))
     assert line.rstrip(" |").endswith(f"{best[RUNS['post_ln']]['bleu']:.2f} | {averaged[RUNS['post_ln']]['bleu']:.2f}")
-    assert "newest 2 `step-<N>.ckpt`" in (report / "README.md").read_text()
+    readme = (report / "README.md").read_text()
+    assert "newest 2 `step-<N>.ckpt`" in readme
+    assert text.strip() in readme  # results.md's tables, a blank line between each, as they are there
     csv_lines = (report / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 2 * 2 and "weights" in csv_lines[0].split(",")
 

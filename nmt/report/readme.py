@@ -41,7 +41,7 @@ def readme_text(out: Path, sweep: dict, settings: EvalSettings, scoring: Scoring
         *_provenance_section(provenance),
         "## Results",
         "",
-        *markdown,
+        "\n\n".join(markdown),  # as results.md: a blank line between tables
         "",
         *_figures_section(out, pictures),
         *_why_section(found),
