@@ -36,7 +36,7 @@ from nmt import atomic
 from nmt.config import ConfigError, TrainConfig, read_saved_config
 from nmt.eval_settings import EvalSettings, ScoringSettings, add_eval_args, add_scoring_args
 from nmt.residual import BASELINE, variant_order
-from nmt.tables import MISSING, cell, markdown_table
+from nmt.tables import MISSING, cell, markdown_table, per_seed
 
 
 @dataclass
@@ -289,7 +289,8 @@ def build_table(scores: list[RunScore], bootstrap: int) -> list[dict]:
 
 
 def stop_summary(runs: list) -> str:
-    """How the runs of a row ended, in seed order: "patience @ 3,400; max_steps @ 8,000" (— when unknown).
+    """How the runs of a row ended, in seed order: "patience @ 3,400; max_steps @ 8,000", once for seeds that all
+    ended alike: "max_steps @ 220 (all 3 seeds)" (— when unknown).
 
     ``runs`` are RunScores, or dicts with their ``seed``, ``stop_reason`` and ``last_step``."""
     def value(run, key):
@@ -298,7 +299,7 @@ def stop_summary(runs: list) -> str:
     parts = [f"{value(r, 'stop_reason')} @ {value(r, 'last_step'):,}"
              if value(r, "stop_reason") and value(r, "last_step") is not None else MISSING
              for r in sorted(runs, key=lambda r: value(r, "seed"))]
-    return "; ".join(parts) if any(p != MISSING for p in parts) else MISSING
+    return per_seed(parts) if any(p != MISSING for p in parts) else MISSING
 
 
 def comparable_sets(scores: list[RunScore], largest_first: bool = False) -> list[tuple[str, list[RunScore]]]:

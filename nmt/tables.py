@@ -1,7 +1,8 @@
 """Markdown tables of results, rendered one way: evaluate.py's BLEU table and the study report's tables.
 
 ``markdown_table(head, rows)`` renders a header and rows of cells already formatted; ``cell(value, spec)``
-formats one value, and writes ``—`` for a value that is missing (None), never "None" or "nan".
+formats one value, and writes ``—`` for a value that is missing (None), never "None" or "nan"; ``per_seed(parts)``
+one cell of a value that each seed has.
 """
 
 from __future__ import annotations
@@ -24,3 +25,11 @@ def markdown_table(head: list[str], rows: list[list[str]]) -> str:
 def count(n: int, noun: str) -> str:
     """``n`` and ``noun``, plural unless n is 1: "1 run", "3 runs"."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def per_seed(parts: list[str]) -> str:
+    """One cell for a value given per seed: "; "-joined in seed order, or the value once and "(all N seeds)" when
+    every seed has the same one ("max_steps @ 220 (all 3 seeds)")."""
+    if len(parts) > 1 and len(set(parts)) == 1 and parts[0] != MISSING:
+        return f"{parts[0]} (all {len(parts)} seeds)"
+    return "; ".join(parts)

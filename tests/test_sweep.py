@@ -308,7 +308,7 @@ def test_report_table_and_files(study):
     assert rows["rskip_ln"][-2].startswith(("+", "-")) and rows["rskip_ln"][-1].strip(" |") != "—"  # Δ and p
     assert rows[NAN][6:8] == ["1", "1"] and rows[NAN][10] == "—"  # seeds, diverged; no BLEU
     # how each run ended, seed by seed: its stop reason and last update
-    assert rows["post_ln"][9] == "max_steps @ 80; max_steps @ 80" and rows[NAN][9].startswith("diverged @ ")
+    assert rows["post_ln"][9] == "max_steps @ 80 (all 2 seeds)" and rows[NAN][9].startswith("diverged @ ")
     assert "### Every run" in text and "| post_ln-lambda1-seed2 | " in text
     assert "Smallest Δ BLEU the seed noise lets one detect (two-sided, 5%; n = 2 seeds" in text
     data = json.loads((report / "results.json").read_text())

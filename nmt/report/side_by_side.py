@@ -3,7 +3,8 @@
 A and B are study report folders (each with the ``results.json`` that ``nmt.report`` writes; a report copied into
 docs/ works alike), e.g. the study after 220 updates and the one trained to convergence: how fast a variant starts and
 where it ends in one table, then the paper's claims as each study decided them. Every number is read from the two
-files, none recomputed; rows are joined on (variant, λ), claims on (claim, A, B).
+files, none recomputed; rows are joined on (variant, λ), claims on (claim, A, B). Each study's "stopped" column says
+where its runs ended: a Δ between runs of different budgets is not the variant's alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from nmt.residual import variant_order
-from nmt.tables import MISSING, cell, count, markdown_table
+from nmt.tables import MISSING, cell, count, markdown_table, per_seed
 
 
 class StudyError(ValueError):
@@ -57,6 +58,11 @@ def _delta(row: dict | None) -> str:
         f"{row['delta_bleu']:+.2f}"
 
 
+def _stopped(row: dict | None) -> str:
+    """The row's "stopped" (each seed's, "; "-joined as older reports wrote it even when all are alike) per_seed."""
+    return MISSING if row is None or not row.get("stopped") else per_seed(row["stopped"].split("; "))
+
+
 def _noise(study: dict, label: str) -> str:
     mdd = study["table"].get("detectable_difference")
     if not mdd:
@@ -71,21 +77,26 @@ def side_by_side(a: dict, b: dict, labels: tuple[str, str]) -> str:
     rows = [{(r["variant"], r["lambda"]): r for r in s["table"]["rows"]} for s in (a, b)]
     cells = sorted(set(rows[0]) | set(rows[1]), key=lambda key: variant_order(*key))
     head = ["variant", "λ"] + [f"{label}: {what}" for label in labels
-                              for what in ("seeds", "test BLEU", "Δ vs post_ln (p)")]
+                              for what in ("seeds", "test BLEU", "Δ vs post_ln (p)", "stopped (at update)")]
     table = markdown_table(head, [
         [variant, f"{lam:g}", *[part for r in (rows[0].get(key), rows[1].get(key))
-                                for part in (MISSING if r is None else str(r["seeds"]), _bleu(r), _delta(r))]]
+                                for part in (MISSING if r is None else str(r["seeds"]), _bleu(r), _delta(r),
+                                             _stopped(r))]]
         for key in cells for variant, lam in [key]])
     weights = [s["table"].get("weights", "best.ckpt") for s in (a, b)]
     text = [table, "", f"Test BLEU: mean ± std over the seeds that did not diverge ({labels[0]}: {weights[0]}; "
             f"{labels[1]}: {weights[1]}); Δ: paired on the seeds both variants have, p: the paired bootstrap's, the "
-            "largest over those seeds.", "", "Seed noise. " + _noise(a, labels[0]) + ". " + _noise(b, labels[1]) + "."]
+            "largest over those seeds; stopped: why and at which update each seed's run ended (runs with different "
+            "budgets differ by more than their variant).", "",
+            "Seed noise. " + _noise(a, labels[0]) + ". " + _noise(b, labels[1]) + "."]
     claims = [{(c["claim"], c["better"], c["worse"]): c for c in s.get("claims", [])} for s in (a, b)]
     keys = list(dict.fromkeys([*claims[0], *claims[1]]))
     if keys:
         def verdict(c: dict | None) -> str:
             if c is None:
                 return MISSING
+            if c.get("delta_bleu") is None:  # decided without a Δ, e.g. every run of the worse cell diverged
+                return f"**{c['verdict']}** ({c.get('why') or 'no Δ'})"
             return f"**{c['verdict']}** (Δ {c['delta_bleu']:+.2f}, {count(c['seeds'], 'seed')})"
 
         text += ["", markdown_table(["the paper's claim", "A", "B", *labels],
