@@ -22,11 +22,11 @@ from nmt.tables import count
 from nmt.training_code import compare
 
 
-def readme_text(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSettings, markdown: list[str],
+def readme_text(out: Path, sweep: dict, settings: EvalSettings, scoring: ScoringSettings, results_md: str,
                 pictures: list[str], scores: list[RunScore], unscored: list[dict], left_out: list[dict], eval_s: float,
                 found: dict | None = None, also_average_last: int = 0, pilot_lines: Sequence[str] = ()) -> str:
-    """The report's README.md (``sweep``: the study's sweep.json): setup, hardware and wall time, provenance,
-    results, figures, and the protocol."""
+    """The report's README.md (``sweep``: the study's sweep.json; ``results_md``: results.md's text, its Results
+    section): setup, hardware and wall time, provenance, results, figures, and the protocol."""
     provenance = read_provenance(out)
     lines = [
         f"# Study report: {out.name}",
@@ -41,7 +41,7 @@ def readme_text(out: Path, sweep: dict, settings: EvalSettings, scoring: Scoring
         *_provenance_section(provenance),
         "## Results",
         "",
-        "\n\n".join(markdown),  # as results.md: a blank line between tables
+        results_md,
         "",
         *_figures_section(out, pictures),
         *_why_section(found),

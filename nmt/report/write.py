@@ -60,7 +60,8 @@ def write_report(out: Path, settings: EvalSettings, scoring: ScoringSettings,
     found = why(out, folder, diagnosis, diagnosed) if diagnosis is not None and (out / "runs").is_dir() else None
     if found is not None:
         markdown.append("### Why: the diagnosis of each variant\n\n" + why_markdown(found))
-    atomic.write_text(folder / "results.md", "\n\n".join(markdown) + "\n")
+    results_md = "\n\n".join(markdown)  # results.md, and the README's Results section as it is
+    atomic.write_text(folder / "results.md", results_md + "\n")
     sweep = sweep_record(out)
     pilot_lines, pilot_data = pilot_sections(out, folder, pilots, sweep.get("settings", {}).get("max_steps"))
     results = {"tables": tables, "claims": claim_rows, "gradient_flow": flow, "left_out": left_out,
@@ -72,7 +73,7 @@ def write_report(out: Path, settings: EvalSettings, scoring: ScoringSettings,
     atomic.write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
     evaluate.write_results_csv(folder / "results.csv", tables)
     pictures = figures(out, folder, tables[0]["rows"]) if tables and (out / "runs").is_dir() else []
-    readme = readme_text(out, sweep, settings, scoring, markdown, pictures, scores, unscored, left_out,
+    readme = readme_text(out, sweep, settings, scoring, results_md, pictures, scores, unscored, left_out,
                          time.time() - started, found, also_average_last, pilot_lines)
     atomic.write_text(folder / "README.md", readme)
     return folder
